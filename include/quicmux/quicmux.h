@@ -1,0 +1,209 @@
+/*
+ * quicmux — v2ray's QUIC transport in C.
+ *
+ * One public header. Every object lives on one libev loop and is touched only
+ * from that loop's thread; nothing here takes a lock. Functions return 0 (or a
+ * non-negative count) on success and a negative QM_E* code on failure;
+ * qm_strerror() names the code.
+ */
+#ifndef QUICMUX_H
+#define QUICMUX_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct ev_loop;
+
+/* ---- errors --------------------------------------------------------- */
+
+enum {
+  QM_OK = 0,
+  QM_EINVAL = -1,     /* bad argument or setting */
+  QM_ENOMEM = -2,     /* out of memory */
+  QM_EIO = -3,        /* socket error */
+  QM_EBADMSG = -4,    /* datagram failed to unwrap (too short, bad tag) */
+  QM_ERESOLVE = -5,   /* host name did not resolve */
+  QM_ETLS = -6,       /* TLS setup or handshake failed */
+  QM_EQUIC = -7,      /* QUIC protocol error */
+  QM_ETIMEDOUT = -8,  /* handshake or idle timeout */
+  QM_ECLOSED = -9,    /* session or stream closed */
+  QM_ERESET = -10,    /* stream reset by the peer */
+  QM_ELIMIT = -11,    /* a configured limit was hit */
+  QM_EAGAIN = -12,    /* try again later (buffer full) */
+  QM_ENOENT = -13,    /* file or entry not found */
+  QM_EREFUSED = -14,  /* peer refused (connection close from the peer) */
+};
+
+/* A short English name for an error code ("invalid argument", ...). */
+const char *qm_strerror(int err);
+
+/* The library version, "MAJOR.MINOR.PATCH". */
+const char *qm_version(void);
+
+/* ---- logging -------------------------------------------------------- */
+
+typedef enum {
+  QM_LOG_DEBUG = 0,
+  QM_LOG_INFO = 1,
+  QM_LOG_WARNING = 2,
+  QM_LOG_ERROR = 3,
+  QM_LOG_NONE = 4,
+} qm_log_level;
+
+/* The library never prints: it hands each line to this callback. */
+typedef void (*qm_log_fn)(qm_log_level level, const char *module,
+                          const char *msg, void *ud);
+void qm_set_log(qm_log_fn fn, qm_log_level min_level, void *ud);
+
+/* ---- transport settings (v2ray's quicSettings + TLS) ---------------- */
+
+typedef enum {
+  QM_SEC_NONE = 0,
+  QM_SEC_AES_128_GCM = 1,
+  QM_SEC_CHACHA20_POLY1305 = 2,
+} qm_security;
+
+typedef enum {
+  QM_HDR_NONE = 0,
+  QM_HDR_SRTP = 1,
+  QM_HDR_UTP = 2,
+  QM_HDR_WECHAT_VIDEO = 3,
+  QM_HDR_DTLS = 4,
+  QM_HDR_WIREGUARD = 5,
+} qm_header;
+
+/* Names as v2ray's JSON spells them ("aes-128-gcm", "wechat-video", ...).
+ * Lookup is case-insensitive; QM_EINVAL for an unknown name. */
+int qm_security_parse(const char *name, qm_security *out);
+const char *qm_security_name(qm_security sec);
+int qm_header_parse(const char *name, qm_header *out);
+const char *qm_header_name(qm_header hdr);
+
+typedef struct qm_settings {
+  /* packet wrapping */
+  qm_security security;
+  const char *key;          /* wrap key string; NULL = "" */
+  qm_header header;
+  /* TLS */
+  const char *server_name;  /* client SNI; NULL = "quic.internal.v2ray.com" */
+  int insecure;             /* client: skip certificate verification */
+  const char *ca_file;      /* client: extra trust root (PEM) */
+  int no_system_roots;      /* client: trust only ca_file */
+  const char *alpn;         /* comma list; NULL = "h2,http/1.1" */
+  const char *cert_file;    /* server: certificate chain (PEM); NULL = self-signed */
+  const char *key_file;     /* server: private key (PEM) */
+  /* QUIC */
+  uint32_t max_streams_bidi;     /* server: concurrent streams a client may open */
+  uint64_t idle_timeout_ms;      /* 0 = role default (30 s client, 45 s server) */
+  uint64_t handshake_timeout_ms; /* default 8000 */
+  uint64_t keepalive_ms;         /* 0 = off; client default off */
+  size_t stream_buffer;          /* per-stream send buffer and receive window */
+  size_t conn_window;            /* per-session receive window */
+  int fwmark;                    /* SO_MARK on UDP sockets, 0 = none */
+} qm_settings;
+
+/* Fill with v2ray's defaults: security none, header none, insecure TLS with
+ * SNI quic.internal.v2ray.com, 32 streams, 8 s handshake. */
+void qm_settings_default(qm_settings *s);
+
+/* ---- addresses ------------------------------------------------------ */
+
+/* Parse "HOST:PORT", "[V6]:PORT" or "NAME:PORT". host gets the host part
+ * (without brackets). QM_EINVAL with a reason in err on bad input. */
+int qm_split_hostport(const char *in, char *host, size_t hostlen,
+                      uint16_t *port, char *err, size_t errlen);
+
+/* ---- streams -------------------------------------------------------- */
+
+typedef struct qm_stream qm_stream;
+
+typedef struct qm_stream_cbs {
+  /* The stream is open on the wire (client: session ready and stream id
+   * assigned; server: never called, streams arrive open). */
+  void (*on_open)(qm_stream *s, void *ud);
+  /* Bytes arrived. Return how many were consumed (0..len); the rest stays
+   * in the stream (bounded by the flow-control window) and is offered again
+   * after qm_stream_resume_recv(). Credit goes back only for consumed bytes. */
+  size_t (*on_recv)(qm_stream *s, const uint8_t *data, size_t len, void *ud);
+  /* The peer finished sending and every byte was consumed. */
+  void (*on_recv_fin)(qm_stream *s, void *ud);
+  /* Send buffer space came back after qm_stream_write returned short. */
+  void (*on_send_ready)(qm_stream *s, void *ud);
+  /* Final: the stream is done (err 0 = both directions finished cleanly,
+   * or QM_ERESET / QM_ECLOSED / QM_ETIMEDOUT / ...). The stream is freed
+   * right after this returns; do not touch it again. */
+  void (*on_close)(qm_stream *s, int err, void *ud);
+} qm_stream_cbs;
+
+/* Where to write without a copy: a pointer into the stream's send buffer and
+ * how many bytes fit there (0 when the buffer is full). */
+int qm_stream_write_space(qm_stream *s, uint8_t **buf, size_t *len);
+/* Commit n bytes written into the space from qm_stream_write_space. */
+int qm_stream_write_commit(qm_stream *s, size_t n);
+/* Copying write: returns bytes accepted (may be short), or < 0. */
+ssize_t qm_stream_write(qm_stream *s, const uint8_t *data, size_t len);
+/* Finish the send direction (FIN after the buffered bytes). */
+int qm_stream_shutdown_write(qm_stream *s);
+/* Abort both directions (RESET_STREAM + STOP_SENDING). on_close follows. */
+int qm_stream_reset(qm_stream *s, uint64_t app_error);
+/* Offer buffered received bytes to on_recv again. */
+void qm_stream_resume_recv(qm_stream *s);
+void qm_stream_set_callbacks(qm_stream *s, const qm_stream_cbs *cbs, void *ud);
+int64_t qm_stream_id(const qm_stream *s);
+/* Session id (for logs), unique in this process. */
+uint64_t qm_stream_session_id(const qm_stream *s);
+size_t qm_stream_send_buffered(const qm_stream *s);
+
+/* ---- dialer (client) ------------------------------------------------ */
+
+typedef struct qm_dialer qm_dialer;
+
+int qm_dialer_new(qm_dialer **out, struct ev_loop *loop, const qm_settings *s);
+/* Open one stream to host:port through the session pool. The stream is
+ * returned at once; cbs->on_open fires when it is open on the wire, or
+ * cbs->on_close with an error. Bytes written before that are buffered. */
+int qm_dial(qm_dialer *d, const char *host, uint16_t port,
+            const qm_stream_cbs *cbs, void *ud, qm_stream **out);
+/* Close every session; streams get on_close(QM_ECLOSED). */
+void qm_dialer_free(qm_dialer *d);
+
+typedef struct qm_dialer_stats {
+  size_t sessions;          /* sessions in the pool (any state) */
+  size_t sessions_active;   /* of those, not closed */
+  size_t handshaking;
+  size_t streams;           /* open streams over all sessions */
+  size_t udp_sockets;
+  uint64_t dropped_datagrams; /* failed to unwrap */
+} qm_dialer_stats;
+void qm_dialer_get_stats(const qm_dialer *d, qm_dialer_stats *st);
+
+/* ---- listener (server) ---------------------------------------------- */
+
+typedef struct qm_listener qm_listener;
+
+/* A stream arrived. Set its callbacks with qm_stream_set_callbacks. */
+typedef void (*qm_accept_fn)(qm_listener *l, qm_stream *s, void *ud);
+
+int qm_listener_new(qm_listener **out, struct ev_loop *loop,
+                    const struct sockaddr *addr, socklen_t addrlen,
+                    const qm_settings *s, qm_accept_fn on_stream, void *ud);
+void qm_listener_free(qm_listener *l);
+
+typedef struct qm_listener_stats {
+  size_t sessions;
+  size_t streams;
+  uint64_t dropped_datagrams; /* failed to unwrap or unroutable */
+  uint64_t accepted_sessions;
+} qm_listener_stats;
+void qm_listener_get_stats(const qm_listener *l, qm_listener_stats *st);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* QUICMUX_H */
