@@ -194,6 +194,9 @@ int qm_listener_new(qm_listener **out, struct ev_loop *loop,
                     const struct sockaddr *addr, socklen_t addrlen,
                     const qm_settings *s, qm_accept_fn on_stream, void *ud);
 void qm_listener_free(qm_listener *l);
+/* The UDP address the listener is bound to (useful after binding port 0). */
+int qm_listener_get_addr(const qm_listener *l, struct sockaddr_storage *ss,
+                         socklen_t *len);
 
 typedef struct qm_listener_stats {
   size_t sessions;
@@ -202,6 +205,25 @@ typedef struct qm_listener_stats {
   uint64_t accepted_sessions;
 } qm_listener_stats;
 void qm_listener_get_stats(const qm_listener *l, qm_listener_stats *st);
+
+/* ---- transport registry --------------------------------------------- */
+
+/* A transport is a name with its dial and listen functions, as v2ray
+ * registers its dialers. "quic" is built in. */
+typedef struct qm_transport {
+  const char *name;
+  int (*dialer_new)(qm_dialer **out, struct ev_loop *loop,
+                    const qm_settings *s);
+  int (*listener_new)(qm_listener **out, struct ev_loop *loop,
+                      const struct sockaddr *addr, socklen_t addrlen,
+                      const qm_settings *s, qm_accept_fn on_stream, void *ud);
+} qm_transport;
+
+/* Register another transport (the table holds up to 8). 0, QM_ELIMIT or
+ * QM_EINVAL (name taken). */
+int qm_transport_register(const qm_transport *t);
+/* Look a transport up by name; NULL if unknown. */
+const qm_transport *qm_transport_find(const char *name);
 
 #ifdef __cplusplus
 }

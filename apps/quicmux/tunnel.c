@@ -1,0 +1,404 @@
+/* TCP <-> stream splicing with backpressure both ways. */
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "tunnel.h"
+
+/* Reads per readiness event, so one fast connection cannot starve others. */
+#define READS_PER_EVENT 4
+
+struct tunnel {
+  struct ev_loop *loop;
+  int server;
+  /* client side */
+  int lfd;
+  ev_io accept_w;
+  qm_dialer *dialer;
+  char *server_host;
+  uint16_t server_port;
+  /* server side */
+  qm_listener *listener;
+  struct sockaddr_storage target;
+  socklen_t targetlen;
+  tunnel_stats stats;
+};
+
+typedef struct conn_splice {
+  tunnel *t;
+  int fd;
+  ev_io rio, wio;
+  qm_stream *st;
+  unsigned connecting : 1, tcp_eof : 1, read_paused : 1;
+} conn_splice;
+
+int tunnel_resolve(const char *host, uint16_t port, int passive,
+                   struct sockaddr_storage *ss, socklen_t *len) {
+  struct addrinfo hints, *res = NULL;
+  char portstr[8];
+  memset(&hints, 0, sizeof(hints));
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0);
+  snprintf(portstr, sizeof(portstr), "%u", port);
+  if (getaddrinfo(host, portstr, &hints, &res) != 0 || !res)
+    return QM_ERESOLVE;
+  memcpy(ss, res->ai_addr, res->ai_addrlen);
+  *len = res->ai_addrlen;
+  freeaddrinfo(res);
+  return 0;
+}
+
+static void splice_free(conn_splice *sp) {
+  ev_io_stop(sp->t->loop, &sp->rio);
+  ev_io_stop(sp->t->loop, &sp->wio);
+  if (sp->fd >= 0)
+    close(sp->fd);
+  sp->t->stats.active--;
+  free(sp);
+}
+
+/* ---- TCP -> stream ---- */
+
+static void tcp_read_cb(struct ev_loop *loop, ev_io *w, int revents) {
+  conn_splice *sp = w->data;
+  int i;
+  (void)revents;
+  for (i = 0; i < READS_PER_EVENT; i++) {
+    uint8_t *buf;
+    size_t room;
+    ssize_t n;
+    if (qm_stream_write_space(sp->st, &buf, &room) < 0) {
+      ev_io_stop(loop, &sp->rio);
+      return;
+    }
+    if (room == 0) { /* stream buffer full: wait for on_send_ready */
+      ev_io_stop(loop, &sp->rio);
+      sp->read_paused = 1;
+      return;
+    }
+    n = recv(sp->fd, buf, room, 0);
+    if (n > 0) {
+      qm_stream_write_commit(sp->st, (size_t)n);
+      sp->t->stats.bytes_up += (uint64_t)n;
+      if ((size_t)n < room)
+        return;
+      continue;
+    }
+    if (n == 0) { /* TCP EOF -> FIN */
+      sp->tcp_eof = 1;
+      ev_io_stop(loop, &sp->rio);
+      qm_stream_shutdown_write(sp->st);
+      return;
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+      return;
+    /* TCP reset -> RESET_STREAM + STOP_SENDING */
+    ev_io_stop(loop, &sp->rio);
+    sp->tcp_eof = 1;
+    qm_stream_reset(sp->st, 0);
+    return;
+  }
+}
+
+static void st_on_send_ready(qm_stream *st, void *ud) {
+  conn_splice *sp = ud;
+  (void)st;
+  if (sp->read_paused && !sp->tcp_eof && !sp->connecting) {
+    sp->read_paused = 0;
+    ev_io_start(sp->t->loop, &sp->rio);
+  }
+}
+
+/* ---- stream -> TCP ---- */
+
+static size_t st_on_recv(qm_stream *st, const uint8_t *data, size_t len,
+                         void *ud) {
+  conn_splice *sp = ud;
+  ssize_t n;
+  if (sp->connecting)
+    return 0; /* kept in the stream until the target answers */
+  n = send(sp->fd, data, len, MSG_NOSIGNAL);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+      n = 0;
+    } else {
+      qm_stream_reset(st, 0);
+      return len; /* the TCP side is gone: discard */
+    }
+  }
+  sp->t->stats.bytes_down += (uint64_t)n;
+  if ((size_t)n < len)
+    ev_io_start(sp->t->loop, &sp->wio);
+  return (size_t)n;
+}
+
+static void st_on_recv_fin(qm_stream *st, void *ud) {
+  conn_splice *sp = ud;
+  (void)st;
+  if (!sp->connecting)
+    shutdown(sp->fd, SHUT_WR); /* FIN -> half-close */
+}
+
+static void tcp_write_cb(struct ev_loop *loop, ev_io *w, int revents) {
+  conn_splice *sp = w->data;
+  (void)revents;
+  ev_io_stop(loop, &sp->wio);
+  if (sp->connecting) {
+    int err = 0;
+    socklen_t len = sizeof(err);
+    getsockopt(sp->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    sp->connecting = 0;
+    if (err) {
+      sp->t->stats.failed++;
+      qm_stream_reset(sp->st, 0);
+      return;
+    }
+    ev_io_start(loop, &sp->rio);
+  }
+  qm_stream_resume_recv(sp->st);
+}
+
+static void st_on_close(qm_stream *st, int err, void *ud) {
+  conn_splice *sp = ud;
+  (void)st;
+  sp->st = NULL;
+  if (err) {
+    /* abort the TCP side with RST, so the application sees the failure */
+    struct linger lg = {1, 0};
+    setsockopt(sp->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    if (err != QM_ERESET)
+      sp->t->stats.failed++;
+  }
+  splice_free(sp);
+}
+
+static void st_on_open(qm_stream *st, void *ud) {
+  (void)st;
+  (void)ud;
+}
+
+static const qm_stream_cbs splice_cbs = {
+    st_on_open, st_on_recv, st_on_recv_fin, st_on_send_ready, st_on_close,
+};
+
+static conn_splice *splice_new(tunnel *t, int fd) {
+  conn_splice *sp = calloc(1, sizeof(*sp));
+  int one = 1;
+  if (!sp)
+    return NULL;
+  sp->t = t;
+  sp->fd = fd;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  ev_io_init(&sp->rio, tcp_read_cb, fd, EV_READ);
+  sp->rio.data = sp;
+  ev_io_init(&sp->wio, tcp_write_cb, fd, EV_WRITE);
+  sp->wio.data = sp;
+  t->stats.active++;
+  return sp;
+}
+
+/* ---- client ---- */
+
+static void accept_cb(struct ev_loop *loop, ev_io *w, int revents) {
+  tunnel *t = w->data;
+  int i;
+  (void)revents;
+  for (i = 0; i < 64; i++) {
+    int fd = accept4(t->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    conn_splice *sp;
+    int rv;
+    if (fd < 0)
+      return;
+    t->stats.accepted++;
+    sp = splice_new(t, fd);
+    if (!sp) {
+      close(fd);
+      continue;
+    }
+    rv = qm_dial(t->dialer, t->server_host, t->server_port, &splice_cbs, sp,
+                 &sp->st);
+    if (rv != 0) {
+      /* a failed dial fails this one connection only */
+      t->stats.failed++;
+      splice_free(sp);
+      continue;
+    }
+    ev_io_start(loop, &sp->rio);
+  }
+}
+
+static int tcp_listen(const struct sockaddr *addr, socklen_t len, char *err,
+                      size_t errlen) {
+  int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                  0),
+      one = 1;
+  if (fd < 0) {
+    snprintf(err, errlen, "socket: %s", strerror(errno));
+    return -1;
+  }
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  if (addr->sa_family == AF_INET6)
+    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+  if (bind(fd, addr, len) != 0 || listen(fd, 1024) != 0) {
+    snprintf(err, errlen, "listen: %s", strerror(errno));
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+int tunnel_client_new(tunnel **out, struct ev_loop *loop,
+                      const struct sockaddr *listen_addr, socklen_t listenlen,
+                      const char *server_host, uint16_t server_port,
+                      const qm_settings *s, char *err, size_t errlen) {
+  tunnel *t = calloc(1, sizeof(*t));
+  int rv;
+  if (!t)
+    return QM_ENOMEM;
+  t->loop = loop;
+  t->lfd = -1;
+  t->server_host = strdup(server_host);
+  t->server_port = server_port;
+  if (!t->server_host) {
+    tunnel_free(t);
+    return QM_ENOMEM;
+  }
+  if ((rv = qm_dialer_new(&t->dialer, loop, s)) != 0) {
+    snprintf(err, errlen, "client: %s", qm_strerror(rv));
+    tunnel_free(t);
+    return rv;
+  }
+  t->lfd = tcp_listen(listen_addr, listenlen, err, errlen);
+  if (t->lfd < 0) {
+    tunnel_free(t);
+    return QM_EIO;
+  }
+  ev_io_init(&t->accept_w, accept_cb, t->lfd, EV_READ);
+  t->accept_w.data = t;
+  ev_io_start(loop, &t->accept_w);
+  *out = t;
+  return 0;
+}
+
+/* ---- server ---- */
+
+static void on_stream(qm_listener *l, qm_stream *st, void *ud) {
+  tunnel *t = ud;
+  conn_splice *sp;
+  int fd;
+  (void)l;
+  t->stats.accepted++;
+  fd = socket(t->target.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+              0);
+  if (fd < 0 || !(sp = splice_new(t, fd))) {
+    if (fd >= 0)
+      close(fd);
+    t->stats.failed++;
+    qm_stream_reset(st, 0);
+    return;
+  }
+  sp->st = st;
+  qm_stream_set_callbacks(st, &splice_cbs, sp);
+  if (connect(fd, (struct sockaddr *)&t->target, t->targetlen) != 0) {
+    if (errno != EINPROGRESS) {
+      t->stats.failed++;
+      qm_stream_reset(st, 0);
+      return;
+    }
+    sp->connecting = 1;
+    ev_io_start(t->loop, &sp->wio);
+    return;
+  }
+  ev_io_start(t->loop, &sp->rio);
+}
+
+int tunnel_server_new(tunnel **out, struct ev_loop *loop,
+                      const struct sockaddr *listen_addr, socklen_t listenlen,
+                      const struct sockaddr *target, socklen_t targetlen,
+                      const qm_settings *s, char *err, size_t errlen) {
+  tunnel *t = calloc(1, sizeof(*t));
+  int rv;
+  if (!t)
+    return QM_ENOMEM;
+  t->loop = loop;
+  t->server = 1;
+  t->lfd = -1;
+  memcpy(&t->target, target, targetlen);
+  t->targetlen = targetlen;
+  rv = qm_listener_new(&t->listener, loop, listen_addr, listenlen, s,
+                       on_stream, t);
+  if (rv != 0) {
+    snprintf(err, errlen, "cannot listen: %s", qm_strerror(rv));
+    tunnel_free(t);
+    return rv;
+  }
+  *out = t;
+  return 0;
+}
+
+void tunnel_stop_accepting(tunnel *t) {
+  if (t->lfd >= 0) {
+    ev_io_stop(t->loop, &t->accept_w);
+    close(t->lfd);
+    t->lfd = -1;
+  }
+}
+
+void tunnel_free(tunnel *t) {
+  if (!t)
+    return;
+  tunnel_stop_accepting(t);
+  /* Freeing the dialer/listener closes every stream; on_close frees the
+   * splices. */
+  qm_dialer_free(t->dialer);
+  qm_listener_free(t->listener);
+  free(t->server_host);
+  free(t);
+}
+
+void tunnel_get_stats(const tunnel *t, tunnel_stats *st) { *st = t->stats; }
+
+void tunnel_describe(const tunnel *t, char *buf, size_t len) {
+  if (t->dialer) {
+    qm_dialer_stats ds;
+    qm_dialer_get_stats(t->dialer, &ds);
+    snprintf(buf, len,
+             "client: %llu connections (%llu open, %llu failed), "
+             "%zu sessions (%zu handshaking), %zu streams, "
+             "%llu bytes up, %llu bytes down, %llu bad datagrams",
+             (unsigned long long)t->stats.accepted,
+             (unsigned long long)t->stats.active,
+             (unsigned long long)t->stats.failed, ds.sessions, ds.handshaking,
+             ds.streams, (unsigned long long)t->stats.bytes_up,
+             (unsigned long long)t->stats.bytes_down,
+             (unsigned long long)ds.dropped_datagrams);
+  } else {
+    qm_listener_stats ls;
+    qm_listener_get_stats(t->listener, &ls);
+    snprintf(buf, len,
+             "server: %llu streams (%llu open, %llu failed), %zu sessions "
+             "(%llu accepted), %llu bytes up, %llu bytes down, "
+             "%llu bad datagrams",
+             (unsigned long long)t->stats.accepted,
+             (unsigned long long)t->stats.active,
+             (unsigned long long)t->stats.failed, ls.sessions,
+             (unsigned long long)ls.accepted_sessions,
+             (unsigned long long)t->stats.bytes_down,
+             (unsigned long long)t->stats.bytes_up,
+             (unsigned long long)ls.dropped_datagrams);
+  }
+}
+
+int tunnel_local_addr(const tunnel *t, struct sockaddr_storage *ss,
+                      socklen_t *len) {
+  if (t->listener)
+    return qm_listener_get_addr(t->listener, ss, len);
+  *len = sizeof(*ss);
+  return getsockname(t->lfd, (struct sockaddr *)ss, len) == 0 ? 0 : QM_EIO;
+}

@@ -1,0 +1,52 @@
+/*
+ * tunnel — TCP <-> QUIC stream splicing for the quicmux program.
+ *
+ * client tunnel: listen on TCP, carry each accepted connection as one stream
+ *                through a qm_dialer to the server.
+ * server tunnel: accept streams on a qm_listener, connect each to a TCP target.
+ */
+#ifndef QM_APP_TUNNEL_H
+#define QM_APP_TUNNEL_H
+
+#include <netinet/in.h>
+#include <stdint.h>
+
+#include <ev.h>
+
+#include "quicmux/quicmux.h"
+
+typedef struct tunnel tunnel;
+
+typedef struct tunnel_stats {
+  uint64_t accepted;   /* TCP connections (client) / streams (server) */
+  uint64_t active;     /* splices alive now */
+  uint64_t failed;     /* dial / connect failures and resets */
+  uint64_t bytes_up;   /* TCP -> stream */
+  uint64_t bytes_down; /* stream -> TCP */
+} tunnel_stats;
+
+/* Client: TCP listen address; streams go to server_host:server_port. */
+int tunnel_client_new(tunnel **out, struct ev_loop *loop,
+                      const struct sockaddr *listen_addr, socklen_t listenlen,
+                      const char *server_host, uint16_t server_port,
+                      const qm_settings *s, char *err, size_t errlen);
+/* Server: QUIC (UDP) listen address; streams go to the TCP target. */
+int tunnel_server_new(tunnel **out, struct ev_loop *loop,
+                      const struct sockaddr *listen_addr, socklen_t listenlen,
+                      const struct sockaddr *target, socklen_t targetlen,
+                      const qm_settings *s, char *err, size_t errlen);
+/* The address the tunnel listens on (TCP for a client, UDP for a server). */
+int tunnel_local_addr(const tunnel *t, struct sockaddr_storage *ss,
+                      socklen_t *len);
+/* Stop accepting new connections; open ones go on. */
+void tunnel_stop_accepting(tunnel *t);
+void tunnel_free(tunnel *t);
+void tunnel_get_stats(const tunnel *t, tunnel_stats *st);
+/* One line describing the tunnel's state (sessions, streams, datagrams). */
+void tunnel_describe(const tunnel *t, char *buf, size_t len);
+
+/* Resolve "host" + port to an address (IP literal or name). 0 or < 0. */
+int tunnel_resolve(const char *host, uint16_t port, int passive,
+                   struct sockaddr_storage *ss, socklen_t *len);
+
+#endif

@@ -1,0 +1,354 @@
+/*
+ * codec — v2ray's per-datagram packet wrapping (SPEC §3, §5), sans I/O.
+ *
+ * See codec.h for the wire layout. Everything happens in place in the
+ * caller's buffer: no allocation, no copy besides the AEAD pass itself.
+ */
+#include "codec.h"
+
+#include <limits.h>
+#include <string.h>
+
+#include <gnutls/gnutls.h>
+#include <gnutls/crypto.h>
+#include <nettle/memops.h>
+#include <nettle/sha2.h>
+
+/* SPEC §3.2: K = SHA-256(key || "v2ray-quic-salt"). */
+static const char kdf_salt[] = "v2ray-quic-salt";
+
+/* qm_codec_clear() leaves this in c->security so that a wiped codec refuses
+ * to seal or open (rather than silently working as "security none"). */
+#define CODEC_CLEARED ((qm_security)0x7f)
+
+/* ---- names ------------------------------------------------------------ */
+
+static const char *const security_names[] = {
+    [QM_SEC_NONE] = "none",
+    [QM_SEC_AES_128_GCM] = "aes-128-gcm",
+    [QM_SEC_CHACHA20_POLY1305] = "chacha20-poly1305",
+};
+
+static const char *const header_names[] = {
+    [QM_HDR_NONE] = "none", [QM_HDR_SRTP] = "srtp",
+    [QM_HDR_UTP] = "utp",   [QM_HDR_WECHAT_VIDEO] = "wechat-video",
+    [QM_HDR_DTLS] = "dtls", [QM_HDR_WIREGUARD] = "wireguard",
+};
+
+#define N_SECURITY (sizeof security_names / sizeof security_names[0])
+#define N_HEADER (sizeof header_names / sizeof header_names[0])
+
+/* ASCII-only case-insensitive equality (independent of the C locale). */
+static int ascii_caseeq(const char *a, const char *b) {
+  for (;; a++, b++) {
+    unsigned char x = (unsigned char)*a, y = (unsigned char)*b;
+    if (x >= 'A' && x <= 'Z')
+      x = (unsigned char)(x - 'A' + 'a');
+    if (y >= 'A' && y <= 'Z')
+      y = (unsigned char)(y - 'A' + 'a');
+    if (x != y)
+      return 0;
+    if (x == '\0')
+      return 1;
+  }
+}
+
+int qm_security_parse(const char *name, qm_security *out) {
+  if (!name || !out)
+    return QM_EINVAL;
+  for (size_t i = 0; i < N_SECURITY; i++) {
+    if (ascii_caseeq(name, security_names[i])) {
+      *out = (qm_security)i;
+      return QM_OK;
+    }
+  }
+  return QM_EINVAL;
+}
+
+/* Out-of-range values give "unknown" (never NULL, so it is safe to log). */
+const char *qm_security_name(qm_security sec) {
+  if ((unsigned)sec >= N_SECURITY)
+    return "unknown";
+  return security_names[sec];
+}
+
+int qm_header_parse(const char *name, qm_header *out) {
+  if (!name || !out)
+    return QM_EINVAL;
+  for (size_t i = 0; i < N_HEADER; i++) {
+    if (ascii_caseeq(name, header_names[i])) {
+      *out = (qm_header)i;
+      return QM_OK;
+    }
+  }
+  return QM_EINVAL;
+}
+
+const char *qm_header_name(qm_header hdr) {
+  if ((unsigned)hdr >= N_HEADER)
+    return "unknown";
+  return header_names[hdr];
+}
+
+/* ---- setup ------------------------------------------------------------ */
+
+static size_t header_size(qm_header hdr) {
+  switch (hdr) {
+  case QM_HDR_SRTP:
+  case QM_HDR_UTP:
+  case QM_HDR_WIREGUARD:
+    return 4;
+  case QM_HDR_WECHAT_VIDEO:
+  case QM_HDR_DTLS:
+    return 13;
+  case QM_HDR_NONE:
+  default:
+    return 0;
+  }
+}
+
+static int valid_security(qm_security sec) {
+  return (unsigned)sec < N_SECURITY;
+}
+
+/*
+ * The seed gives the header generator's random start values (SPEC §5):
+ *   low 16 bits  (seed & 0xffff): srtp counter start (first value written is
+ *                                 this + 1), wechat-video sequence start
+ *                                 (likewise, first value this + 1);
+ *   high 16 bits (seed >> 16):    utp connection id, dtls epoch.
+ * The dtls sequence (0) and length (17) start values are not random.
+ * Only one header type is active per codec, so sharing bits is harmless.
+ */
+int qm_codec_init_seeded(qm_codec *c, qm_security sec, const char *key,
+                         size_t keylen, qm_header hdr, uint32_t seed) {
+  if (!c || !valid_security(sec) || (unsigned)hdr >= N_HEADER ||
+      (!key && keylen))
+    return QM_EINVAL;
+
+  memset(c, 0, sizeof *c);
+  c->security = sec;
+  c->header = hdr;
+  c->header_len = header_size(hdr);
+
+  uint16_t lo = (uint16_t)(seed & 0xffffu);
+  uint16_t hi = (uint16_t)(seed >> 16);
+  c->srtp_counter = lo;
+  c->wechat_seq = lo;
+  c->utp_conn_id = hi;
+  c->dtls_epoch = hi;
+  c->dtls_seq = 0;
+  c->dtls_len = 17;
+
+  if (sec != QM_SEC_NONE) {
+    struct sha256_ctx h;
+    uint8_t k[SHA256_DIGEST_SIZE];
+    sha256_init(&h);
+    if (keylen)
+      sha256_update(&h, keylen, (const uint8_t *)key);
+    sha256_update(&h, sizeof kdf_salt - 1, (const uint8_t *)kdf_salt);
+    sha256_digest(&h, sizeof k, k);
+    if (sec == QM_SEC_AES_128_GCM)
+      gcm_aes128_set_key(&c->aead.gcm, k); /* K[0..15] */
+    else
+      chacha_poly1305_set_key(&c->aead.chacha, k); /* K[0..31] */
+    gnutls_memset(k, 0, sizeof k);
+    gnutls_memset(&h, 0, sizeof h);
+  }
+  return QM_OK;
+}
+
+int qm_codec_init(qm_codec *c, qm_security sec, const char *key, size_t keylen,
+                  qm_header hdr) {
+  uint32_t seed = 0;
+  if (hdr != QM_HDR_NONE &&
+      gnutls_rnd(GNUTLS_RND_RANDOM, &seed, sizeof seed) != 0)
+    return QM_EINVAL;
+  return qm_codec_init_seeded(c, sec, key, keylen, hdr, seed);
+}
+
+void qm_codec_clear(qm_codec *c) {
+  if (!c)
+    return;
+  gnutls_memset(c, 0, sizeof *c);
+  c->security = CODEC_CLEARED;
+}
+
+size_t qm_codec_prefix(const qm_codec *c) {
+  return c->header_len + (c->security != QM_SEC_NONE ? QM_CODEC_NONCE_LEN : 0);
+}
+
+size_t qm_codec_overhead(const qm_codec *c) {
+  return c->header_len + (c->security != QM_SEC_NONE
+                              ? QM_CODEC_NONCE_LEN + QM_CODEC_TAG_LEN
+                              : 0);
+}
+
+/* ---- header generators (SPEC §5; all fields big-endian) --------------- */
+
+static inline void put16(uint8_t *p, uint16_t v) {
+  p[0] = (uint8_t)(v >> 8);
+  p[1] = (uint8_t)v;
+}
+
+static inline void put32(uint8_t *p, uint32_t v) {
+  p[0] = (uint8_t)(v >> 24);
+  p[1] = (uint8_t)(v >> 16);
+  p[2] = (uint8_t)(v >> 8);
+  p[3] = (uint8_t)v;
+}
+
+void qm_codec_next_header(qm_codec *c, uint8_t *out) {
+  switch (c->header) {
+  case QM_HDR_SRTP:
+    c->srtp_counter++; /* incremented before the write; wraps mod 2^16 */
+    out[0] = 0xB5;
+    out[1] = 0xE8;
+    put16(out + 2, c->srtp_counter);
+    break;
+  case QM_HDR_UTP:
+    put16(out, c->utp_conn_id);
+    out[2] = 0x01;
+    out[3] = 0x00;
+    break;
+  case QM_HDR_WECHAT_VIDEO: {
+    static const uint8_t tail[7] = {0x00, 0x10, 0x11, 0x18, 0x30, 0x22, 0x30};
+    c->wechat_seq++; /* incremented before the write; wraps mod 2^32 */
+    out[0] = 0xA1;
+    out[1] = 0x08;
+    put32(out + 2, c->wechat_seq);
+    memcpy(out + 6, tail, sizeof tail);
+    break;
+  }
+  case QM_HDR_DTLS:
+    out[0] = 0x17;
+    out[1] = 0xFE;
+    out[2] = 0xFD;
+    put16(out + 3, c->dtls_epoch);
+    out[5] = 0x00;
+    out[6] = 0x00;
+    put32(out + 7, c->dtls_seq);
+    put16(out + 11, c->dtls_len);
+    c->dtls_seq++;
+    c->dtls_len = (uint16_t)(c->dtls_len + 17);
+    if (c->dtls_len > 100)
+      c->dtls_len = (uint16_t)(c->dtls_len - 50);
+    break;
+  case QM_HDR_WIREGUARD:
+    out[0] = 0x04;
+    out[1] = 0x00;
+    out[2] = 0x00;
+    out[3] = 0x00;
+    break;
+  case QM_HDR_NONE:
+  default:
+    break;
+  }
+}
+
+/* ---- seal / open ------------------------------------------------------ */
+
+/* Common checks for seal: a usable codec, and n + overhead fits in cap (and
+ * in ssize_t). Sets *ov to the overhead; returns QM_OK or QM_EINVAL. */
+static int seal_check(const qm_codec *c, const uint8_t *buf, size_t cap,
+                      size_t n, size_t *ov) {
+  if (!c || !buf || !valid_security(c->security))
+    return QM_EINVAL;
+  *ov = qm_codec_overhead(c);
+  if (cap < *ov || n > cap - *ov || n > (size_t)SSIZE_MAX - *ov)
+    return QM_EINVAL;
+  return QM_OK;
+}
+
+/* The nonce is already at buf + H. Writes the header, encrypts in place and
+ * appends the tag. */
+static ssize_t seal_finish(qm_codec *c, uint8_t *buf, size_t n, size_t ov) {
+  size_t h = c->header_len;
+  qm_codec_next_header(c, buf);
+  if (c->security != QM_SEC_NONE) {
+    const uint8_t *nonce = buf + h;
+    uint8_t *data = buf + h + QM_CODEC_NONCE_LEN;
+    if (c->security == QM_SEC_AES_128_GCM) {
+      gcm_aes128_set_iv(&c->aead.gcm, QM_CODEC_NONCE_LEN, nonce);
+      gcm_aes128_encrypt(&c->aead.gcm, n, data, data);
+      gcm_aes128_digest(&c->aead.gcm, QM_CODEC_TAG_LEN, data + n);
+    } else {
+      chacha_poly1305_set_nonce(&c->aead.chacha, nonce);
+      chacha_poly1305_encrypt(&c->aead.chacha, n, data, data);
+      chacha_poly1305_digest(&c->aead.chacha, QM_CODEC_TAG_LEN, data + n);
+    }
+  }
+  c->sealed++;
+  return (ssize_t)(n + ov);
+}
+
+ssize_t qm_codec_seal(qm_codec *c, uint8_t *buf, size_t cap, size_t n) {
+  size_t ov = 0;
+  if (seal_check(c, buf, cap, n, &ov) != QM_OK)
+    return QM_EINVAL;
+  if (c->security != QM_SEC_NONE &&
+      gnutls_rnd(GNUTLS_RND_NONCE, buf + c->header_len, QM_CODEC_NONCE_LEN) !=
+          0)
+    return QM_EIO; /* RNG failure: never send with a non-random nonce */
+  return seal_finish(c, buf, n, ov);
+}
+
+ssize_t qm_codec_seal_nonce(qm_codec *c, uint8_t *buf, size_t cap, size_t n,
+                            const uint8_t *nonce) {
+  size_t ov = 0;
+  if (seal_check(c, buf, cap, n, &ov) != QM_OK)
+    return QM_EINVAL;
+  if (c->security != QM_SEC_NONE) {
+    if (!nonce)
+      return QM_EINVAL;
+    memmove(buf + c->header_len, nonce, QM_CODEC_NONCE_LEN);
+  }
+  return seal_finish(c, buf, n, ov);
+}
+
+ssize_t qm_codec_open(qm_codec *c, uint8_t *buf, size_t len, uint8_t **quic) {
+  if (!c || !buf || !quic || !valid_security(c->security) ||
+      len > (size_t)SSIZE_MAX)
+    return QM_EINVAL;
+
+  size_t h = c->header_len;
+  /* SPEC §3.3: with a header, length <= H is invalid; the header bytes are
+   * skipped unchecked. (Header "none" has H = 0 and no check.) */
+  if (c->header != QM_HDR_NONE && len <= h) {
+    c->dropped_short++;
+    return QM_EBADMSG;
+  }
+  if (c->security == QM_SEC_NONE) {
+    *quic = buf + h;
+    c->opened++;
+    return (ssize_t)(len - h);
+  }
+
+  /* AEAD: need the nonce and the tag (v2ray: remaining <= 12 is invalid, and
+   * anything shorter than nonce + tag cannot authenticate). */
+  if (len - h < QM_CODEC_NONCE_LEN + QM_CODEC_TAG_LEN) {
+    c->dropped_short++;
+    return QM_EBADMSG;
+  }
+  const uint8_t *nonce = buf + h;
+  uint8_t *data = buf + h + QM_CODEC_NONCE_LEN;
+  size_t n = len - h - QM_CODEC_NONCE_LEN - QM_CODEC_TAG_LEN;
+  uint8_t tag[QM_CODEC_TAG_LEN];
+  if (c->security == QM_SEC_AES_128_GCM) {
+    gcm_aes128_set_iv(&c->aead.gcm, QM_CODEC_NONCE_LEN, nonce);
+    gcm_aes128_decrypt(&c->aead.gcm, n, data, data);
+    gcm_aes128_digest(&c->aead.gcm, sizeof tag, tag);
+  } else {
+    chacha_poly1305_set_nonce(&c->aead.chacha, nonce);
+    chacha_poly1305_decrypt(&c->aead.chacha, n, data, data);
+    chacha_poly1305_digest(&c->aead.chacha, sizeof tag, tag);
+  }
+  if (!memeql_sec(tag, data + n, sizeof tag)) {
+    /* buf now holds unauthenticated plaintext; the caller drops it. */
+    c->dropped_auth++;
+    return QM_EBADMSG;
+  }
+  *quic = data;
+  c->opened++;
+  return (ssize_t)n;
+}

@@ -1,0 +1,55 @@
+/*
+ * Internal helpers shared by the library modules: logging, the clock,
+ * randomness. Never part of the public API.
+ */
+#ifndef QM_INTERNAL_H
+#define QM_INTERNAL_H
+
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+
+#include "quicmux/quicmux.h"
+
+#define QM_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+#define QM_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define QM_MAX(a, b) ((a) > (b) ? (a) : (b))
+
+#define QM_DEFAULT_SNI "quic.internal.v2ray.com"
+#define QM_DEFAULT_ALPN "h2,http/1.1"
+/* quic-go's largest datagram, and the largest it accepts (SPEC §3.3). */
+#define QM_MAX_QUIC_DATAGRAM 1452
+/* Receive buffers: wrapped probes reach 1493 bytes (SPEC §3.4). */
+#define QM_RX_BUF 2048
+
+extern qm_log_level qm__log_min;
+void qm__log(qm_log_level lvl, const char *module, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#define QM_LOG(lvl, mod, ...)                                                  \
+  do {                                                                         \
+    if ((lvl) >= qm__log_min)                                                  \
+      qm__log((lvl), (mod), __VA_ARGS__);                                      \
+  } while (0)
+#define QM_DEBUG(mod, ...) QM_LOG(QM_LOG_DEBUG, mod, __VA_ARGS__)
+#define QM_INFO(mod, ...) QM_LOG(QM_LOG_INFO, mod, __VA_ARGS__)
+#define QM_WARN(mod, ...) QM_LOG(QM_LOG_WARNING, mod, __VA_ARGS__)
+#define QM_ERROR(mod, ...) QM_LOG(QM_LOG_ERROR, mod, __VA_ARGS__)
+
+/* Monotonic time in nanoseconds (ngtcp2's timestamp unit). */
+static inline uint64_t qm_now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* Random bytes from GnuTLS's generator. */
+void qm_random(void *buf, size_t len);
+
+/* Wipe memory that held a secret. */
+void qm_wipe(void *buf, size_t len);
+
+/* A process-wide increasing id for sessions (for logs). */
+uint64_t qm__next_session_id(void);
+
+#endif /* QM_INTERNAL_H */

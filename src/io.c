@@ -1,0 +1,232 @@
+/* Loop glue: deferred tasks, shared receive batch, endpoints. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "io.h"
+#include "udp.h"
+
+static void io_prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents) {
+  qm_io *io = w->data;
+  (void)loop;
+  (void)revents;
+  /* Tasks may queue more tasks; run until the list is empty. */
+  while (io->tasks) {
+    qm_task *t = io->tasks;
+    io->tasks = t->next;
+    t->next = NULL;
+    t->queued = 0;
+    t->run(t);
+  }
+}
+
+int qm_io_init(qm_io *io, struct ev_loop *loop) {
+  unsigned i;
+  memset(io, 0, sizeof(*io));
+  io->loop = loop;
+  io->rx_msgs = calloc(QM_BATCH, sizeof(*io->rx_msgs));
+  io->rx_iov = calloc(QM_BATCH, sizeof(*io->rx_iov));
+  io->rx_addr = calloc(QM_BATCH, sizeof(*io->rx_addr));
+  io->rx_buf = malloc((size_t)QM_BATCH * QM_RX_BUF);
+  if (!io->rx_msgs || !io->rx_iov || !io->rx_addr || !io->rx_buf) {
+    qm_io_clear(io);
+    return QM_ENOMEM;
+  }
+  for (i = 0; i < QM_BATCH; i++) {
+    io->rx_iov[i].iov_base = io->rx_buf + (size_t)i * QM_RX_BUF;
+    io->rx_iov[i].iov_len = QM_RX_BUF;
+  }
+  ev_prepare_init(&io->prepare, io_prepare_cb);
+  io->prepare.data = io;
+  ev_prepare_start(loop, &io->prepare);
+  ev_unref(loop); /* the prepare watcher alone must not keep the loop alive */
+  return 0;
+}
+
+void qm_io_clear(qm_io *io) {
+  if (io->loop && ev_is_active(&io->prepare)) {
+    ev_ref(io->loop);
+    ev_prepare_stop(io->loop, &io->prepare);
+  }
+  free(io->rx_msgs);
+  free(io->rx_iov);
+  free(io->rx_addr);
+  free(io->rx_buf);
+  memset(io, 0, sizeof(*io));
+}
+
+void qm_io_defer(qm_io *io, qm_task *t) {
+  if (t->queued)
+    return;
+  t->queued = 1;
+  t->next = io->tasks;
+  io->tasks = t;
+}
+
+static void ep_read_cb(struct ev_loop *loop, ev_io *w, int revents) {
+  qm_endpoint *ep = w->data;
+  qm_io *io = ep->io;
+  int n, i, rounds;
+  (void)loop;
+  (void)revents;
+
+  /* Bounded: a flood on one socket must not starve the rest of the loop. */
+  for (rounds = 0; rounds < 8 && ep->fd >= 0; rounds++) {
+    for (i = 0; i < QM_BATCH; i++) {
+      struct msghdr *h = &io->rx_msgs[i].msg_hdr;
+      memset(h, 0, sizeof(*h));
+      io->rx_iov[i].iov_len = QM_RX_BUF;
+      h->msg_iov = &io->rx_iov[i];
+      h->msg_iovlen = 1;
+      h->msg_name = &io->rx_addr[i];
+      h->msg_namelen = sizeof(io->rx_addr[i]);
+    }
+    n = qm_udp_recv(ep->fd, io->rx_msgs, QM_BATCH);
+    if (n <= 0)
+      return;
+    for (i = 0; i < n && ep->fd >= 0; i++) {
+      uint8_t *buf = io->rx_iov[i].iov_base, *quic;
+      size_t len = io->rx_msgs[i].msg_len;
+      ssize_t qlen;
+      ep->rx_datagrams++;
+      if (io->rx_msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
+        ep->rx_dropped++;
+        continue;
+      }
+      qlen = qm_codec_open(&ep->codec, buf, len, &quic);
+      if (qlen < 0) {
+        ep->rx_dropped++; /* silently, as v2ray does (SPEC §3.3) */
+        continue;
+      }
+      ep->on_recv(ep, (struct sockaddr *)&io->rx_addr[i],
+                  io->rx_msgs[i].msg_hdr.msg_namelen, quic, (size_t)qlen,
+                  ep->ud);
+    }
+    if (n < QM_BATCH)
+      return;
+  }
+}
+
+static void ep_write_cb(struct ev_loop *loop, ev_io *w, int revents) {
+  qm_endpoint *ep = w->data;
+  (void)revents;
+  ev_io_stop(loop, &ep->wio);
+  ep->blocked = 0;
+  if (qm_endpoint_flush(ep) == 0 && ep->on_writable)
+    ep->on_writable(ep, ep->ud);
+}
+
+int qm_endpoint_open(qm_endpoint *ep, qm_io *io, int family,
+                     const struct sockaddr *bind_addr, socklen_t bind_len,
+                     const struct sockaddr *peer, socklen_t peer_len,
+                     const qm_settings *s, qm_endpoint_recv_fn on_recv,
+                     qm_endpoint_writable_fn on_writable, void *ud,
+                     char *err, size_t errlen) {
+  int rv;
+  const char *key = s->key ? s->key : "";
+
+  memset(ep, 0, sizeof(*ep));
+  ep->fd = -1;
+  ep->io = io;
+  rv = qm_codec_init(&ep->codec, s->security, key, strlen(key), s->header);
+  if (rv != 0) {
+    snprintf(err, errlen, "bad packet wrapping settings");
+    return rv;
+  }
+  ep->tx_buf = malloc((size_t)QM_BATCH * QM_RX_BUF);
+  if (!ep->tx_buf) {
+    qm_codec_clear(&ep->codec);
+    return QM_ENOMEM;
+  }
+  rv = qm_udp_open(family, bind_addr, bind_len, peer, peer_len, s->fwmark,
+                   err, errlen);
+  if (rv < 0) {
+    free(ep->tx_buf);
+    ep->tx_buf = NULL;
+    qm_codec_clear(&ep->codec);
+    return rv;
+  }
+  ep->fd = rv;
+  ep->connected = peer != NULL;
+  ep->locallen = sizeof(ep->local);
+  getsockname(ep->fd, (struct sockaddr *)&ep->local, &ep->locallen);
+  ep->on_recv = on_recv;
+  ep->on_writable = on_writable;
+  ep->ud = ud;
+  ev_io_init(&ep->rio, ep_read_cb, ep->fd, EV_READ);
+  ep->rio.data = ep;
+  ev_io_init(&ep->wio, ep_write_cb, ep->fd, EV_WRITE);
+  ep->wio.data = ep;
+  ev_io_start(io->loop, &ep->rio);
+  return 0;
+}
+
+void qm_endpoint_close(qm_endpoint *ep) {
+  if (ep->fd >= 0) {
+    ev_io_stop(ep->io->loop, &ep->rio);
+    ev_io_stop(ep->io->loop, &ep->wio);
+    close(ep->fd);
+    ep->fd = -1;
+  }
+  free(ep->tx_buf);
+  ep->tx_buf = NULL;
+  qm_codec_clear(&ep->codec);
+}
+
+size_t qm_endpoint_max_quic(const qm_endpoint *ep) {
+  return QM_RX_BUF - qm_codec_overhead(&ep->codec);
+}
+
+uint8_t *qm_endpoint_slot(qm_endpoint *ep) {
+  if (ep->blocked || ep->tx_n >= QM_BATCH || ep->fd < 0)
+    return NULL;
+  return ep->tx_buf + (size_t)ep->tx_n * QM_RX_BUF +
+         qm_codec_prefix(&ep->codec);
+}
+
+void qm_endpoint_commit(qm_endpoint *ep, size_t n, const struct sockaddr *dst,
+                        socklen_t dstlen) {
+  unsigned i = ep->tx_n;
+  uint8_t *slot = ep->tx_buf + (size_t)i * QM_RX_BUF;
+  ssize_t wire = qm_codec_seal(&ep->codec, slot, QM_RX_BUF, n);
+  struct msghdr *h = &ep->tx_msgs[i].msg_hdr;
+
+  if (wire < 0)
+    return; /* cannot happen: the slot is sized for the overhead */
+  ep->tx_iov[i].iov_base = slot;
+  ep->tx_iov[i].iov_len = (size_t)wire;
+  memset(h, 0, sizeof(*h));
+  h->msg_iov = &ep->tx_iov[i];
+  h->msg_iovlen = 1;
+  if (dst && !ep->connected) {
+    memcpy(&ep->tx_addr[i], dst, dstlen);
+    h->msg_name = &ep->tx_addr[i];
+    h->msg_namelen = dstlen;
+  }
+  ep->tx_n++;
+}
+
+int qm_endpoint_flush(qm_endpoint *ep) {
+  while (ep->tx_sent < ep->tx_n) {
+    int r;
+    if (ep->blocked)
+      return QM_EAGAIN;
+    r = qm_udp_send(ep->fd, ep->tx_msgs + ep->tx_sent, ep->tx_n - ep->tx_sent);
+    if (r < 0) {
+      /* Hard error: drop the batch; QUIC's loss recovery takes over. */
+      ep->tx_n = ep->tx_sent = 0;
+      return QM_EIO;
+    }
+    if (r == 0) {
+      ep->blocked = 1;
+      ev_io_start(ep->io->loop, &ep->wio);
+      return QM_EAGAIN;
+    }
+    ep->tx_sent += (unsigned)r;
+    ep->tx_datagrams += (unsigned)r;
+  }
+  ep->tx_n = ep->tx_sent = 0;
+  return 0;
+}

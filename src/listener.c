@@ -1,0 +1,309 @@
+/*
+ * listener — accept QUIC sessions on one UDP socket and hand every stream on
+ * (SPEC §2). Datagrams are routed to sessions by destination connection id.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "io.h"
+#include "session.h"
+#include "tls.h"
+
+#define QM_CID_BUCKETS 1024
+#define QM_MAX_SESSIONS 4096
+
+typedef struct cid_entry {
+  struct cid_entry *next;
+  qm_session *s;
+  size_t len;
+  uint8_t cid[NGTCP2_MAX_CIDLEN];
+} cid_entry;
+
+typedef struct sess_node {
+  struct sess_node *prev, *next;
+  qm_session *s;
+  struct qm_listener *l;
+} sess_node;
+
+struct qm_listener {
+  struct ev_loop *loop;
+  qm_io io;
+  qm_endpoint ep;
+  qm_settings settings;
+  char *key_copy, *alpn_copy;
+  qm_tls_ctx *tls;
+  qm_accept_fn on_stream;
+  void *ud;
+  cid_entry *buckets[QM_CID_BUCKETS];
+  sess_node *sessions;
+  size_t nsessions;
+  uint64_t accepted;
+  uint64_t unroutable;
+};
+
+static size_t cid_hash(const uint8_t *cid, size_t len) {
+  size_t h = 1469598103934665603ull, i; /* FNV-1a */
+  for (i = 0; i < len; i++)
+    h = (h ^ cid[i]) * 1099511628211ull;
+  return h & (QM_CID_BUCKETS - 1);
+}
+
+static qm_session *cid_find(qm_listener *l, const uint8_t *cid, size_t len) {
+  cid_entry *e;
+  for (e = l->buckets[cid_hash(cid, len)]; e; e = e->next)
+    if (e->len == len && memcmp(e->cid, cid, len) == 0)
+      return e->s;
+  return NULL;
+}
+
+static int add_cid(qm_session *s, const uint8_t *cid, size_t len, void *ud) {
+  sess_node *n = ud;
+  qm_listener *l = n->l;
+  size_t h = cid_hash(cid, len);
+  cid_entry *e;
+  if (len > NGTCP2_MAX_CIDLEN)
+    return QM_EINVAL;
+  if (cid_find(l, cid, len))
+    return 0;
+  e = malloc(sizeof(*e));
+  if (!e)
+    return QM_ENOMEM;
+  e->s = s;
+  e->len = len;
+  memcpy(e->cid, cid, len);
+  e->next = l->buckets[h];
+  l->buckets[h] = e;
+  return 0;
+}
+
+static void remove_cid(qm_session *s, const uint8_t *cid, size_t len,
+                       void *ud) {
+  sess_node *n = ud;
+  cid_entry **pp = &n->l->buckets[cid_hash(cid, len)];
+  while (*pp) {
+    cid_entry *e = *pp;
+    if (e->s == s && e->len == len && memcmp(e->cid, cid, len) == 0) {
+      *pp = e->next;
+      free(e);
+      return;
+    }
+    pp = &e->next;
+  }
+}
+
+/* Drop every id of s (also the client's original DCID). */
+static void remove_all_cids(qm_listener *l, qm_session *s) {
+  size_t i;
+  for (i = 0; i < QM_CID_BUCKETS; i++) {
+    cid_entry **pp = &l->buckets[i];
+    while (*pp) {
+      cid_entry *e = *pp;
+      if (e->s == s) {
+        *pp = e->next;
+        free(e);
+      } else {
+        pp = &e->next;
+      }
+    }
+  }
+}
+
+static void node_unlink(qm_listener *l, sess_node *n) {
+  if (n->prev)
+    n->prev->next = n->next;
+  else
+    l->sessions = n->next;
+  if (n->next)
+    n->next->prev = n->prev;
+  l->nsessions--;
+}
+
+static void sess_on_dead(qm_session *s, void *ud) {
+  sess_node *n = ud;
+  qm_listener *l = n->l;
+  QM_DEBUG("listener", "session %llu gone", (unsigned long long)qm_session_id(s));
+  remove_all_cids(l, s);
+  node_unlink(l, n);
+  qm_session_free(s);
+  free(n);
+}
+
+static void sess_on_stream(qm_session *s, qm_stream *st, void *ud) {
+  sess_node *n = ud;
+  (void)s;
+  if (n->l->on_stream)
+    n->l->on_stream(n->l, st, n->l->ud);
+}
+
+static void send_version_negotiation(qm_listener *l,
+                                     const ngtcp2_version_cid *vc,
+                                     const struct sockaddr *from,
+                                     socklen_t fromlen) {
+  uint8_t *slot = qm_endpoint_slot(&l->ep);
+  uint32_t sv[] = {NGTCP2_PROTO_VER_V1};
+  uint8_t unused;
+  ngtcp2_ssize n;
+  if (!slot)
+    return;
+  qm_random(&unused, 1);
+  n = ngtcp2_pkt_write_version_negotiation(
+      slot, qm_endpoint_max_quic(&l->ep), unused, vc->scid, vc->scidlen,
+      vc->dcid, vc->dcidlen, sv, QM_ARRAY_LEN(sv));
+  if (n > 0) {
+    qm_endpoint_commit(&l->ep, (size_t)n, from, fromlen);
+    qm_endpoint_flush(&l->ep);
+  }
+}
+
+static void ep_recv(qm_endpoint *ep, const struct sockaddr *from,
+                    socklen_t fromlen, uint8_t *pkt, size_t len, void *ud) {
+  qm_listener *l = ud;
+  ngtcp2_version_cid vc;
+  ngtcp2_pkt_hd hd;
+  qm_session *s;
+  sess_node *n;
+  qm_session_owner owner = {0};
+  int rv;
+
+  rv = ngtcp2_pkt_decode_version_cid(&vc, pkt, len, 12);
+  if (rv == NGTCP2_ERR_VERSION_NEGOTIATION) {
+    if (len >= 1200) /* as quic-go: only for packets that could be Initials */
+      send_version_negotiation(l, &vc, from, fromlen);
+    return;
+  }
+  if (rv != 0) {
+    ep->rx_dropped++;
+    return;
+  }
+  s = cid_find(l, vc.dcid, vc.dcidlen);
+  if (s) {
+    qm_session_recv(s, from, fromlen, pkt, len);
+    return;
+  }
+  /* Unknown id: only an Initial may start a session. */
+  if (ngtcp2_accept(&hd, pkt, len) != 0 || hd.type != NGTCP2_PKT_INITIAL ||
+      l->nsessions >= QM_MAX_SESSIONS) {
+    l->unroutable++;
+    return;
+  }
+  n = calloc(1, sizeof(*n));
+  if (!n)
+    return;
+  n->l = l;
+  owner.on_dead = sess_on_dead;
+  owner.on_stream = sess_on_stream;
+  owner.add_cid = add_cid;
+  owner.remove_cid = remove_cid;
+  owner.ud = n;
+  if (qm_session_server_new(&s, &l->io, &l->ep, l->tls, &l->settings, &hd,
+                            from, fromlen, &owner) != 0) {
+    free(n);
+    return;
+  }
+  n->s = s;
+  n->next = l->sessions;
+  if (l->sessions)
+    l->sessions->prev = n;
+  l->sessions = n;
+  l->nsessions++;
+  l->accepted++;
+  QM_DEBUG("listener", "session %llu accepted", (unsigned long long)qm_session_id(s));
+  qm_session_recv(s, from, fromlen, pkt, len);
+}
+
+static void ep_writable(qm_endpoint *ep, void *ud) {
+  qm_listener *l = ud;
+  sess_node *n;
+  (void)ep;
+  for (n = l->sessions; n; n = n->next)
+    qm_session_writable(n->s);
+}
+
+static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
+
+int qm_listener_new(qm_listener **out, struct ev_loop *loop,
+                    const struct sockaddr *addr, socklen_t addrlen,
+                    const qm_settings *s, qm_accept_fn on_stream, void *ud) {
+  qm_listener *l = calloc(1, sizeof(*l));
+  char err[256];
+  int rv;
+
+  if (!l)
+    return QM_ENOMEM;
+  l->ep.fd = -1;
+  l->loop = loop;
+  l->on_stream = on_stream;
+  l->ud = ud;
+  l->settings = *s;
+  l->settings.key = l->key_copy = dup_or_null(s->key);
+  l->settings.alpn = l->alpn_copy = dup_or_null(s->alpn);
+  if (!l->settings.max_streams_bidi)
+    l->settings.max_streams_bidi = 32;
+  if ((rv = qm_io_init(&l->io, loop)) != 0)
+    goto fail;
+  if ((rv = qm_tls_ctx_new(&l->tls, 1, s, err, sizeof(err))) != 0) {
+    QM_ERROR("listener", "%s", err);
+    goto fail;
+  }
+  rv = qm_endpoint_open(&l->ep, &l->io, addr->sa_family, addr, addrlen, NULL,
+                        0, &l->settings, ep_recv, ep_writable, l, err,
+                        sizeof(err));
+  if (rv != 0) {
+    QM_ERROR("listener", "%s", err);
+    goto fail;
+  }
+  *out = l;
+  return 0;
+fail:
+  qm_listener_free(l);
+  return rv;
+}
+
+void qm_listener_free(qm_listener *l) {
+  size_t i;
+  if (!l)
+    return;
+  while (l->sessions) {
+    sess_node *n = l->sessions;
+    node_unlink(l, n);
+    qm_session_close(n->s);
+    remove_all_cids(l, n->s);
+    qm_session_free(n->s);
+    free(n);
+  }
+  for (i = 0; i < QM_CID_BUCKETS; i++)
+    while (l->buckets[i]) {
+      cid_entry *e = l->buckets[i];
+      l->buckets[i] = e->next;
+      free(e);
+    }
+  if (l->ep.fd >= 0)
+    qm_endpoint_close(&l->ep);
+  qm_tls_ctx_free(l->tls);
+  if (l->io.loop)
+    qm_io_clear(&l->io);
+  if (l->key_copy)
+    qm_wipe(l->key_copy, strlen(l->key_copy));
+  free(l->key_copy);
+  free(l->alpn_copy);
+  free(l);
+}
+
+void qm_listener_get_stats(const qm_listener *l, qm_listener_stats *st) {
+  sess_node *n;
+  memset(st, 0, sizeof(*st));
+  st->sessions = l->nsessions;
+  for (n = l->sessions; n; n = n->next)
+    st->streams += qm_session_stream_count(n->s);
+  st->dropped_datagrams = l->ep.rx_dropped + l->unroutable;
+  st->accepted_sessions = l->accepted;
+}
+
+int qm_listener_get_addr(const qm_listener *l, struct sockaddr_storage *ss,
+                         socklen_t *len) {
+  memcpy(ss, &l->ep.local, l->ep.locallen);
+  *len = l->ep.locallen;
+  return 0;
+}

@@ -1,0 +1,74 @@
+/*
+ * session — one QUIC connection over ngtcp2 (client or server role):
+ * handshake, one timer, packet receive/send through an endpoint, the stream
+ * table, flow control, close. Pool policy lives in the dialer, not here.
+ */
+#ifndef QM_SESSION_H
+#define QM_SESSION_H
+
+#include <ngtcp2/ngtcp2.h>
+
+#include "io.h"
+#include "stream.h"
+#include "tls.h"
+
+typedef enum {
+  QM_SESS_HANDSHAKING = 0,
+  QM_SESS_ESTABLISHED,
+  QM_SESS_CLOSING, /* CONNECTION_CLOSE sent or received */
+  QM_SESS_DEAD,    /* gone: freed at the next deferred task */
+} qm_session_state;
+
+typedef struct qm_session_owner {
+  /* The session stopped being usable; it is freed right after this returns
+   * (the owner must drop every pointer to it). Called from a deferred task. */
+  void (*on_dead)(qm_session *s, void *ud);
+  /* Server: a stream opened by the peer; set its callbacks here. */
+  void (*on_stream)(qm_session *s, qm_stream *st, void *ud);
+  /* Client: a queued stream this session cannot open after all. The owner
+   * places it on another session (or closes it). */
+  void (*on_requeue)(qm_session *s, qm_stream *st, void *ud);
+  /* Server: connection ids to route to this session. */
+  int (*add_cid)(qm_session *s, const uint8_t *cid, size_t len, void *ud);
+  void (*remove_cid)(qm_session *s, const uint8_t *cid, size_t len, void *ud);
+  void *ud;
+} qm_session_owner;
+
+/* Client: a new session on a new UDP socket to peer. */
+int qm_session_client_new(qm_session **out, qm_io *io, qm_tls_ctx *tls,
+                          const qm_settings *s, const struct sockaddr *peer,
+                          socklen_t peerlen, const qm_session_owner *owner,
+                          char *err, size_t errlen);
+/* Server: a session for the Initial in pkt (already unwrapped) arriving on
+ * the listener's shared endpoint. */
+int qm_session_server_new(qm_session **out, qm_io *io, qm_endpoint *ep,
+                          qm_tls_ctx *tls, const qm_settings *s,
+                          const ngtcp2_pkt_hd *hd, const struct sockaddr *from,
+                          socklen_t fromlen, const qm_session_owner *owner);
+/* Feed one QUIC datagram (server: routed here by the listener). */
+void qm_session_recv(qm_session *s, const struct sockaddr *from,
+                     socklen_t fromlen, const uint8_t *pkt, size_t len);
+/* The shared endpoint can take datagrams again. */
+void qm_session_writable(qm_session *s);
+
+/* Client: put a stream on this session (open now, or after the handshake). */
+void qm_session_attach(qm_session *s, qm_stream *st);
+int qm_session_is_active(const qm_session *s);
+/* One more stream may go here now (credit, or handshaking below limit). */
+int qm_session_can_take(const qm_session *s);
+qm_session_state qm_session_state_of(const qm_session *s);
+size_t qm_session_stream_count(const qm_session *s);
+uint64_t qm_session_id(const qm_session *s);
+/* Send CONNECTION_CLOSE (application error 0) and go dead. */
+void qm_session_close(qm_session *s);
+/* Free now (no callbacks). Only the owner calls this. */
+void qm_session_free(qm_session *s);
+/* Datagrams dropped by this session's own endpoint (client). */
+uint64_t qm_session_dropped(const qm_session *s);
+
+/* For stream.c: something changed on st (bytes or FIN to send, an event). */
+void qm_session_stream_wants_write(qm_session *s, qm_stream *st);
+void qm_session_stream_event(qm_session *s, qm_stream *st, unsigned ev);
+void qm_session_stream_consumed(qm_session *s, qm_stream *st, size_t n);
+
+#endif

@@ -1,0 +1,88 @@
+/*
+ * stream — one bidirectional QUIC stream as a byte stream: bounded send
+ * buffer (chunks that ngtcp2 sends from until acknowledged), bounded receive
+ * buffer (what the application has not consumed yet), FIN and reset.
+ *
+ * The session drives the wire side; the application sees qm_stream_* from
+ * quicmux.h. Callbacks to the application that could re-enter the session
+ * (open, close, send-ready) are delivered from the session's deferred task.
+ */
+#ifndef QM_STREAM_H
+#define QM_STREAM_H
+
+#include <ngtcp2/ngtcp2.h>
+
+#include "quicmux/quicmux.h"
+
+#define QM_CHUNK_SIZE (16384 - 32)
+
+typedef struct qm_session qm_session;
+
+typedef struct qm_chunk {
+  struct qm_chunk *next;
+  uint64_t off; /* stream offset of data[0] (send side) */
+  size_t len;   /* bytes filled */
+  size_t pos;   /* receive side: bytes already consumed */
+  uint8_t data[QM_CHUNK_SIZE];
+} qm_chunk;
+
+enum {
+  QM_SEV_OPEN = 1u << 0,
+  QM_SEV_SEND_READY = 1u << 1,
+  QM_SEV_CLOSE = 1u << 2,
+  QM_SEV_RESET = 1u << 3, /* application asked for a reset */
+};
+
+struct qm_stream {
+  qm_session *sess;
+  int64_t id; /* -1 until open on the wire */
+  qm_stream_cbs cbs;
+  void *ud;
+  /* session's list of all its streams */
+  struct qm_stream *prev, *next;
+  /* session's write queue (streams with bytes or a FIN to send) */
+  struct qm_stream *wnext;
+  int in_wq;
+  /* session's list of streams with pending events */
+  struct qm_stream *enext;
+  unsigned events;
+  /* send side */
+  qm_chunk *shead, *stail, *scur;
+  uint64_t s_acked; /* bytes acknowledged and freed */
+  uint64_t s_sent;  /* bytes handed to ngtcp2 */
+  uint64_t s_end;   /* bytes committed by the application */
+  size_t s_limit;
+  unsigned fin_wanted : 1, fin_sent : 1, send_blocked : 1;
+  /* receive side */
+  qm_chunk *rhead, *rtail;
+  size_t r_buffered;
+  unsigned fin_rcvd : 1, fin_delivered : 1, delivering : 1;
+  /* lifetime */
+  unsigned wire_closed : 1, closed : 1, opened : 1;
+  int close_err;
+  uint64_t reset_code;
+};
+
+qm_stream *qm_stream_new(size_t send_limit);
+/* Free buffers and the struct (no callbacks). */
+void qm_stream_destroy(qm_stream *s);
+
+/* Send side, for the session. Fill vec with unsent bytes from s_sent;
+ * returns the vector count. */
+size_t qm_stream_unsent(qm_stream *s, ngtcp2_vec *vec, size_t maxvec,
+                        size_t *total);
+void qm_stream_mark_sent(qm_stream *s, size_t n);
+/* Bytes [s_acked, off+len) acknowledged: free what is done. */
+void qm_stream_acked(qm_stream *s, uint64_t off, uint64_t len);
+int qm_stream_has_unsent(const qm_stream *s);
+
+/* Receive side, for the session: offer bytes to the application, buffer the
+ * rest. Returns how many bytes the application consumed now. */
+size_t qm_stream_deliver(qm_stream *s, const uint8_t *data, size_t len,
+                         int *err);
+/* Deliver buffered bytes (and FIN); returns bytes consumed. */
+size_t qm_stream_drain(qm_stream *s);
+/* Nothing left for the application to read. */
+int qm_stream_recv_done(const qm_stream *s);
+
+#endif
