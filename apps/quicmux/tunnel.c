@@ -35,7 +35,7 @@ typedef struct conn_splice {
   int fd;
   ev_io rio, wio;
   qm_stream *st;
-  unsigned connecting : 1, tcp_eof : 1, read_paused : 1;
+  unsigned connecting : 1, tcp_eof : 1, read_paused : 1, peer_fin : 1;
 } conn_splice;
 
 int tunnel_resolve(const char *host, uint16_t port, int passive,
@@ -141,7 +141,9 @@ static size_t st_on_recv(qm_stream *st, const uint8_t *data, size_t len,
 static void st_on_recv_fin(qm_stream *st, void *ud) {
   conn_splice *sp = ud;
   (void)st;
-  if (!sp->connecting)
+  if (sp->connecting)
+    sp->peer_fin = 1; /* passed on once the target answers */
+  else
     shutdown(sp->fd, SHUT_WR); /* FIN -> half-close */
 }
 
@@ -160,6 +162,10 @@ static void tcp_write_cb(struct ev_loop *loop, ev_io *w, int revents) {
       return;
     }
     ev_io_start(loop, &sp->rio);
+    qm_stream_resume_recv(sp->st);
+    if (sp->peer_fin)
+      shutdown(sp->fd, SHUT_WR);
+    return;
   }
   qm_stream_resume_recv(sp->st);
 }
