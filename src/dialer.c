@@ -9,7 +9,7 @@
  * drops inactive sessions. Everything runs on the dialer's loop: no locks.
  */
 #include <arpa/inet.h>
-#include <netdb.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +17,7 @@
 #include "internal.h"
 #include "io.h"
 #include "pool.h"
+#include "resolve.h"
 #include "session.h"
 #include "tls.h"
 
@@ -29,16 +30,18 @@ struct qm_dialer {
   char *key_copy, *sni_copy, *ca_copy, *alpn_copy;
   qm_tls_ctx *tls;
   qm_pool *pool;
+  qm_resolver *resolver;
+  qm_stream *failing; /* streams whose on_close runs from the task */
+  qm_task fail_task;
   ev_timer cleanup;
   uint64_t dropped_dead; /* datagrams dropped by sessions already freed */
+  size_t resolving;      /* streams waiting for a name */
 };
 
 typedef struct sess_ref {
   qm_dialer *d;
   qm_session *s;
   char key[INET6_ADDRSTRLEN + 8];
-  struct sockaddr_storage addr;
-  socklen_t addrlen;
 } sess_ref;
 
 /* The pool sees sessions through these; the pool's "session" is a sess_ref. */
@@ -61,30 +64,61 @@ static void op_destroy(void *p, void *ud) {
 static const qm_pool_ops pool_ops = {op_is_active, op_can_take, op_destroy};
 
 static void sess_on_dead(qm_session *s, void *ud);
-static void sess_on_requeue(qm_session *s, qm_stream *st, void *ud);
+static void sess_on_requeue(qm_session *s, qm_stream *st, int failed,
+                            void *ud);
 
-static int place_stream(qm_dialer *d, const char *key,
-                        const struct sockaddr *addr, socklen_t addrlen,
-                        qm_stream *st) {
-  sess_ref *r = qm_pool_pick(d->pool, key);
-  char err[256];
+static void addr_key(const struct sockaddr_storage *ss, char *key,
+                     size_t keylen) {
+  char ip[INET6_ADDRSTRLEN];
+  uint16_t port;
+  if (ss->ss_family == AF_INET) {
+    const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+    inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip));
+    port = ntohs(a->sin_port);
+  } else {
+    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+    inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip));
+    port = ntohs(a->sin6_port);
+  }
+  /* One dialer has one set of settings, so address + port is the whole
+   * pool key; two dialers never share sessions. */
+  snprintf(key, keylen, "%s|%u", ip, port);
+}
+
+/* Put st on the first session of its current address that can take it, or
+ * on a new session. */
+static int place_stream(qm_dialer *d, qm_stream *st) {
+  const struct sockaddr_storage *addr = &st->addrs->addr[st->addr_idx];
+  socklen_t addrlen = st->addrs->len[st->addr_idx];
+  char key[INET6_ADDRSTRLEN + 8], err[256];
+  sess_ref *r;
   int rv;
 
+  addr_key(addr, key, sizeof(key));
+  r = qm_pool_pick(d->pool, key);
   if (!r) {
     qm_session_owner owner = {0};
     qm_pool_prune(d->pool, key);
+    /* Caps: a clear error for this one connection, nothing else touched. */
+    if (qm_pool_count(d->pool, key) >= d->settings.max_sessions_per_dest ||
+        qm_pool_count(d->pool, NULL) >= d->settings.max_sessions) {
+      QM_WARN("dialer", "session limit reached for %s (%zu here, %zu in all; "
+              "limits %u and %u): connection refused",
+              key, qm_pool_count(d->pool, key), qm_pool_count(d->pool, NULL),
+              d->settings.max_sessions_per_dest, d->settings.max_sessions);
+      return QM_ELIMIT;
+    }
     r = calloc(1, sizeof(*r));
     if (!r)
       return QM_ENOMEM;
     r->d = d;
     snprintf(r->key, sizeof(r->key), "%s", key);
-    memcpy(&r->addr, addr, addrlen);
-    r->addrlen = addrlen;
     owner.on_dead = sess_on_dead;
     owner.on_requeue = sess_on_requeue;
     owner.ud = r;
-    rv = qm_session_client_new(&r->s, &d->io, d->tls, &d->settings, addr,
-                               addrlen, &owner, err, sizeof(err));
+    rv = qm_session_client_new(&r->s, &d->io, d->tls, &d->settings,
+                               (const struct sockaddr *)addr, addrlen, &owner,
+                               err, sizeof(err));
     if (rv != 0) {
       QM_WARN("dialer", "new session to %s: %s", key, err);
       free(r);
@@ -103,6 +137,27 @@ static int place_stream(qm_dialer *d, const char *key,
   return 0;
 }
 
+/* on_close for a stream that never reached a session runs from the task,
+ * never inside qm_dial. */
+static void fail_stream(qm_dialer *d, qm_stream *st, int err) {
+  st->close_err = err;
+  st->dnext = d->failing;
+  d->failing = st;
+  qm_io_defer(&d->io, &d->fail_task);
+}
+
+static void fail_task_run(qm_task *t) {
+  qm_dialer *d = (qm_dialer *)((char *)t - offsetof(qm_dialer, fail_task));
+  qm_stream *st;
+  while ((st = d->failing)) {
+    d->failing = st->dnext;
+    st->closed = 1;
+    if (st->cbs.on_close)
+      st->cbs.on_close(st, st->close_err, st->ud);
+    qm_stream_destroy(st);
+  }
+}
+
 /* A session died: take it out of the pool at once and free it with its
  * socket (v2ray waits for the next dial or the 60 s cleanup). */
 static void sess_on_dead(qm_session *s, void *ud) {
@@ -116,15 +171,23 @@ static void sess_on_dead(qm_session *s, void *ud) {
   }
 }
 
-static void sess_on_requeue(qm_session *s, qm_stream *st, void *ud) {
+static void sess_on_requeue(qm_session *s, qm_stream *st, int failed,
+                            void *ud) {
   sess_ref *r = ud;
+  int rv;
   (void)s;
-  if (place_stream(r->d, r->key, (struct sockaddr *)&r->addr, r->addrlen,
-                   st) != 0) {
-    if (st->cbs.on_close)
-      st->cbs.on_close(st, QM_ELIMIT, st->ud);
-    qm_stream_destroy(st);
+  if (failed) {
+    /* The handshake to this address failed: try the next one, in order. */
+    if (st->addr_idx + 1 >= st->addrs->n) {
+      QM_WARN("dialer", "no address of the server answered (%zu tried)",
+              st->addrs->n);
+      fail_stream(r->d, st, QM_ETIMEDOUT);
+      return;
+    }
+    st->addr_idx++;
   }
+  if ((rv = place_stream(r->d, st)) != 0)
+    fail_stream(r->d, st, rv);
 }
 
 static void cleanup_cb(struct ev_loop *loop, ev_timer *w, int revents) {
@@ -153,6 +216,12 @@ int qm_dialer_new(qm_dialer **out, struct ev_loop *loop, const qm_settings *s) {
   d->settings.ca_file = d->ca_copy = dup_or_null(s->ca_file);
   d->settings.alpn = d->alpn_copy = dup_or_null(s->alpn);
   d->settings.cert_file = d->settings.key_file = NULL;
+  if (!d->settings.max_sessions)
+    d->settings.max_sessions = 1024;
+  if (!d->settings.max_sessions_per_dest)
+    d->settings.max_sessions_per_dest = 64;
+  if (!d->settings.max_streams)
+    d->settings.max_streams = 65536;
   if ((rv = qm_io_init(&d->io, loop)) != 0)
     goto fail;
   if ((rv = qm_tls_ctx_new(&d->tls, 0, &d->settings, err, sizeof(err))) != 0) {
@@ -161,6 +230,9 @@ int qm_dialer_new(qm_dialer **out, struct ev_loop *loop, const qm_settings *s) {
   }
   if ((rv = qm_pool_new(&d->pool, &pool_ops, d)) != 0)
     goto fail;
+  if ((rv = qm_resolver_new(&d->resolver, loop)) != 0)
+    goto fail;
+  d->fail_task.run = fail_task_run;
   ev_timer_init(&d->cleanup, cleanup_cb, QM_CLEANUP_INTERVAL,
                 QM_CLEANUP_INTERVAL);
   d->cleanup.data = d;
@@ -180,8 +252,11 @@ void qm_dialer_free(qm_dialer *d) {
     ev_ref(d->loop);
     ev_timer_stop(d->loop, &d->cleanup);
   }
+  if (d->resolver)
+    qm_resolver_free(d->resolver); /* pending dials fail (QM_ERESOLVE) */
   if (d->pool)
     qm_pool_free(d->pool);
+  fail_task_run(&d->fail_task);
   qm_tls_ctx_free(d->tls);
   if (d->io.loop)
     qm_io_clear(&d->io);
@@ -194,58 +269,59 @@ void qm_dialer_free(qm_dialer *d) {
   free(d);
 }
 
-/* Resolve host: an IP literal is used as is; a name goes to the system
- * resolver, IPv4 first as Go does (SPEC §1.1). */
-static int resolve(const char *host, uint16_t port, struct sockaddr_storage *ss,
-                   socklen_t *len) {
-  struct addrinfo hints, *res = NULL, *ai, *pick = NULL;
-  char portstr[8];
-  memset(&hints, 0, sizeof(hints));
-  hints.ai_socktype = SOCK_DGRAM;
-  hints.ai_flags = AI_NUMERICSERV;
-  snprintf(portstr, sizeof(portstr), "%u", port);
-  if (getaddrinfo(host, portstr, &hints, &res) != 0 || !res)
-    return QM_ERESOLVE;
-  for (ai = res; ai; ai = ai->ai_next)
-    if (ai->ai_family == AF_INET) {
-      pick = ai;
-      break;
-    }
-  if (!pick)
-    pick = res;
-  memcpy(ss, pick->ai_addr, pick->ai_addrlen);
-  *len = pick->ai_addrlen;
-  freeaddrinfo(res);
-  return 0;
+static void resolved(qm_addrlist *list, int err, void *ud) {
+  qm_stream *st = ud;
+  qm_dialer *d = st->dialer;
+  int rv;
+  st->dialer = NULL;
+  d->resolving--;
+  if (err || st->close_err) {
+    fail_stream(d, st, err ? err : st->close_err);
+    return;
+  }
+  qm_addrlist_ref(list);
+  st->addrs = list;
+  if ((rv = place_stream(d, st)) != 0)
+    fail_stream(d, st, rv);
 }
 
 int qm_dial(qm_dialer *d, const char *host, uint16_t port,
             const qm_stream_cbs *cbs, void *ud, qm_stream **out) {
-  struct sockaddr_storage ss;
-  socklen_t len;
-  char ip[INET6_ADDRSTRLEN], key[INET6_ADDRSTRLEN + 8];
+  qm_addrlist *now = NULL;
+  qm_dialer_stats ds;
   qm_stream *st;
   int rv;
 
-  if ((rv = resolve(host, port, &ss, &len)) != 0) {
-    QM_WARN("dialer", "cannot resolve %s", host);
-    return rv;
+  qm_dialer_get_stats(d, &ds);
+  if (ds.streams + d->resolving >= d->settings.max_streams) {
+    QM_WARN("dialer", "stream limit %u reached: connection refused",
+            d->settings.max_streams);
+    return QM_ELIMIT;
   }
-  if (ss.ss_family == AF_INET)
-    inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, ip, sizeof(ip));
-  else
-    inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, ip,
-              sizeof(ip));
-  snprintf(key, sizeof(key), "%s|%u", ip, port);
   st = qm_stream_new(d->settings.stream_buffer);
   if (!st)
     return QM_ENOMEM;
   qm_stream_set_callbacks(st, cbs, ud);
-  if ((rv = place_stream(d, key, (struct sockaddr *)&ss, len, st)) != 0) {
+  /* An IP is used as is; a name is resolved without blocking the loop. */
+  st->dialer = d;
+  d->resolving++;
+  rv = qm_resolve(d->resolver, host, port, &now, resolved, st);
+  if (rv != 0) {
+    d->resolving--;
     qm_stream_destroy(st);
     return rv;
   }
   *out = st;
+  if (now) {
+    d->resolving--;
+    st->dialer = NULL;
+    st->addrs = now;
+    if ((rv = place_stream(d, st)) != 0) {
+      *out = NULL;
+      qm_stream_destroy(st);
+      return rv;
+    }
+  }
   return 0;
 }
 
@@ -267,4 +343,23 @@ void qm_dialer_get_stats(const qm_dialer *d, qm_dialer_stats *st) {
   memset(st, 0, sizeof(*st));
   st->dropped_datagrams = d->dropped_dead;
   qm_pool_foreach(d->pool, count_one, st);
+}
+
+typedef struct foreach_arg {
+  void (*fn)(const qm_session_info *, void *);
+  void *ud;
+} foreach_arg;
+
+static void info_one(void *p, void *arg) {
+  foreach_arg *a = arg;
+  qm_session_info in;
+  qm_session_get_info(((sess_ref *)p)->s, &in);
+  a->fn(&in, a->ud);
+}
+
+void qm_dialer_foreach_session(const qm_dialer *d,
+                               void (*fn)(const qm_session_info *, void *),
+                               void *ud) {
+  foreach_arg a = {fn, ud};
+  qm_pool_foreach(d->pool, info_one, &a);
 }

@@ -84,6 +84,10 @@ static void ep_read_cb(struct ev_loop *loop, ev_io *w, int revents) {
       h->msg_namelen = sizeof(io->rx_addr[i]);
     }
     n = qm_udp_recv(ep->fd, io->rx_msgs, QM_BATCH);
+    if (n == QM_EREFUSED && ep->on_refused) {
+      ep->on_refused(ep, ep->ud);
+      return;
+    }
     if (n <= 0)
       return;
     for (i = 0; i < n && ep->fd >= 0; i++) {

@@ -50,6 +50,8 @@ typedef void (*qm_endpoint_recv_fn)(qm_endpoint *ep,
                                     socklen_t fromlen, uint8_t *quic,
                                     size_t len, void *ud);
 typedef void (*qm_endpoint_writable_fn)(qm_endpoint *ep, void *ud);
+/* The (connected) socket reported the peer's port unreachable. */
+typedef void (*qm_endpoint_refused_fn)(qm_endpoint *ep, void *ud);
 
 struct qm_endpoint {
   qm_io *io;
@@ -62,6 +64,7 @@ struct qm_endpoint {
   socklen_t locallen;
   qm_endpoint_recv_fn on_recv;
   qm_endpoint_writable_fn on_writable;
+  qm_endpoint_refused_fn on_refused; /* optional */
   void *ud;
   /* send queue: QM_BATCH slots of QM_RX_BUF bytes */
   uint8_t *tx_buf;

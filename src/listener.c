@@ -184,7 +184,7 @@ static void ep_recv(qm_endpoint *ep, const struct sockaddr *from,
   }
   /* Unknown id: only an Initial may start a session. */
   if (ngtcp2_accept(&hd, pkt, len) != 0 || hd.type != NGTCP2_PKT_INITIAL ||
-      l->nsessions >= QM_MAX_SESSIONS) {
+      l->nsessions >= l->settings.max_sessions) {
     l->unroutable++;
     return;
   }
@@ -241,6 +241,8 @@ int qm_listener_new(qm_listener **out, struct ev_loop *loop,
   l->settings.alpn = l->alpn_copy = dup_or_null(s->alpn);
   if (!l->settings.max_streams_bidi)
     l->settings.max_streams_bidi = 32;
+  if (!l->settings.max_sessions)
+    l->settings.max_sessions = QM_MAX_SESSIONS;
   if ((rv = qm_io_init(&l->io, loop)) != 0)
     goto fail;
   if ((rv = qm_tls_ctx_new(&l->tls, 1, s, err, sizeof(err))) != 0) {
@@ -306,4 +308,15 @@ int qm_listener_get_addr(const qm_listener *l, struct sockaddr_storage *ss,
   memcpy(ss, &l->ep.local, l->ep.locallen);
   *len = l->ep.locallen;
   return 0;
+}
+
+void qm_listener_foreach_session(const qm_listener *l,
+                                 void (*fn)(const qm_session_info *, void *),
+                                 void *ud) {
+  sess_node *n;
+  for (n = l->sessions; n; n = n->next) {
+    qm_session_info in;
+    qm_session_get_info(n->s, &in);
+    fn(&in, ud);
+  }
 }

@@ -1,4 +1,5 @@
 /* One QUIC connection over ngtcp2 0.12 + GnuTLS (SPEC §1, §2, §7, §13). */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,8 +46,19 @@ struct qm_session {
   int close_err;                /* QM_E* reason once closing/dead */
   int dead_notified;
   int blocked; /* waiting for the endpoint to drain */
+  int suspect; /* several PTOs without an ack: the path looks dead */
+  ngtcp2_tstamp suspect_since;
+  int died_handshaking;
   ngtcp2_connection_close_error last_error;
+  uint64_t keepalive_ms;
+  uint64_t session_idle_ms;
+  ev_timer idle_timer; /* client: no stream for session_idle_ms -> close */
+  uint64_t rx, tx;     /* datagrams */
 };
+
+/* Consecutive PTOs without an ack after which a session takes no new stream
+ * and its unanswered streams move to another session. */
+#define QM_SUSPECT_PTO 3
 
 static void session_schedule(qm_session *s) { qm_io_defer(s->io, &s->task); }
 
@@ -61,6 +73,8 @@ uint64_t qm_session_dropped(const qm_session *s) {
 }
 
 int qm_session_can_take(const qm_session *s) {
+  if (s->suspect)
+    return 0;
   if (s->state == QM_SESS_HANDSHAKING)
     return s->npending < QM_EXPECTED_STREAMS;
   if (s->state != QM_SESS_ESTABLISHED)
@@ -70,7 +84,10 @@ int qm_session_can_take(const qm_session *s) {
 
 /* ---- stream lists ---- */
 
+static void streams_changed(qm_session *s, size_t before);
+
 static void link_stream(qm_session *s, qm_stream *st) {
+  size_t before = s->nstreams;
   st->sess = s;
   st->prev = NULL;
   st->next = s->streams;
@@ -78,6 +95,7 @@ static void link_stream(qm_session *s, qm_stream *st) {
     s->streams->prev = st;
   s->streams = st;
   s->nstreams++;
+  streams_changed(s, before);
 }
 
 static void unlink_stream(qm_session *s, qm_stream *st) {
@@ -89,6 +107,7 @@ static void unlink_stream(qm_session *s, qm_stream *st) {
     st->next->prev = st->prev;
   st->prev = st->next = NULL;
   s->nstreams--;
+  streams_changed(s, s->nstreams + 1);
 }
 
 static void wq_remove(qm_session *s, qm_stream *st) {
@@ -141,6 +160,18 @@ void qm_session_stream_event(qm_session *s, qm_stream *st, unsigned ev) {
   session_schedule(s);
 }
 
+static void ev_remove(qm_session *s, qm_stream *st) {
+  qm_stream **pp = &s->ev_head;
+  if (!st->events)
+    return;
+  while (*pp && *pp != st)
+    pp = &(*pp)->enext;
+  if (*pp)
+    *pp = st->enext;
+  st->enext = NULL;
+  st->events = 0;
+}
+
 void qm_session_stream_wants_write(qm_session *s, qm_stream *st) {
   if (st->id >= 0 && !st->wire_closed)
     wq_push(s, st);
@@ -171,8 +202,11 @@ static void session_set_dead(qm_session *s, int err) {
     return;
   if (!s->close_err)
     s->close_err = err;
+  if (s->state == QM_SESS_HANDSHAKING)
+    s->died_handshaking = 1;
   s->state = QM_SESS_DEAD;
   ev_timer_stop(s->io->loop, &s->timer);
+  ev_timer_stop(s->io->loop, &s->idle_timer);
   session_schedule(s);
 }
 
@@ -230,6 +264,103 @@ void qm_session_close(qm_session *s) {
   session_set_dead(s, QM_ECLOSED);
 }
 
+/* ---- client pool helpers: keep-alive, idle close, dead paths ---- */
+
+static void idle_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+  qm_session *s = w->data;
+  (void)loop;
+  (void)revents;
+  QM_DEBUG("session", "session %llu: idle with no stream, closing",
+           (unsigned long long)s->id);
+  qm_session_close(s);
+}
+
+/* Keep-alive only while the session carries streams; the idle timer only
+ * while it carries none. */
+static void streams_changed(qm_session *s, size_t before) {
+  if (s->server || !s->conn || s->state == QM_SESS_DEAD)
+    return;
+  if (before == 0 && s->nstreams > 0) {
+    ev_timer_stop(s->io->loop, &s->idle_timer);
+    if (s->keepalive_ms)
+      ngtcp2_conn_set_keep_alive_timeout(s->conn,
+                                         s->keepalive_ms * NGTCP2_MILLISECONDS);
+  } else if (before > 0 && s->nstreams == 0) {
+    ngtcp2_conn_set_keep_alive_timeout(s->conn, 0);
+    if (s->session_idle_ms) {
+      ev_timer_set(&s->idle_timer, (double)s->session_idle_ms / 1000., 0.);
+      ev_timer_start(s->io->loop, &s->idle_timer);
+    }
+  }
+}
+
+/* Move the streams that never heard from the peer and had nothing
+ * acknowledged to another session: on a dead path (e.g. a restarted
+ * server) they would otherwise fail; nothing of theirs reached the peer's
+ * application. */
+static void retry_unanswered(qm_session *s) {
+  qm_stream *st, *next, *moved = NULL;
+
+  if (s->server || !s->owner.on_requeue)
+    return;
+  for (st = s->streams; st; st = next) {
+    qm_stream *g;
+    next = st->next;
+    if (st->ghost || st->id < 0 || st->closed || st->wire_closed ||
+        st->s_acked > 0 || st->r_total > 0 || st->fin_rcvd ||
+        (st->events & QM_SEV_RESET))
+      continue;
+    if (!(g = qm_stream_split_for_retry(st)))
+      continue;
+    wq_remove(s, st);
+    ev_remove(s, st);
+    unlink_stream(s, st);
+    st->sess = NULL;
+    link_stream(s, g);
+    ngtcp2_conn_set_stream_user_data(s->conn, g->id, g);
+    ngtcp2_conn_shutdown_stream(s->conn, g->id, 0);
+    st->wnext = moved; /* requeue after the walk */
+    moved = st;
+  }
+  while ((st = moved)) {
+    moved = st->wnext;
+    st->wnext = NULL;
+    QM_DEBUG("session", "session %llu: moving an unanswered stream away",
+             (unsigned long long)s->id);
+    s->owner.on_requeue(s, st, 0, s->owner.ud);
+  }
+}
+
+/* Dead-path detection from loss recovery: QM_SUSPECT_PTO probe timeouts in a
+ * row make the session take no new stream; staying so for QM_DEAD_AFTER
+ * ends it, so open connections fail instead of hanging until idle. */
+#define QM_DEAD_AFTER (8 * NGTCP2_SECONDS)
+
+static void check_health(qm_session *s) {
+  ngtcp2_conn_stat cs;
+  if (s->state != QM_SESS_ESTABLISHED)
+    return;
+  ngtcp2_conn_get_conn_stat(s->conn, &cs);
+  if (cs.pto_count >= QM_SUSPECT_PTO) {
+    ngtcp2_tstamp now = qm_now_ns();
+    if (!s->suspect) {
+      s->suspect = 1;
+      s->suspect_since = now;
+      QM_INFO("session", "session %llu: no answer for %zu probes, taking it "
+              "out of the pool", (unsigned long long)s->id, cs.pto_count);
+      retry_unanswered(s);
+    } else if (now - s->suspect_since > QM_DEAD_AFTER) {
+      QM_INFO("session", "session %llu: path dead, closing",
+              (unsigned long long)s->id);
+      session_set_dead(s, QM_ETIMEDOUT);
+    }
+  } else if (s->suspect && cs.pto_count == 0) {
+    s->suspect = 0;
+    QM_INFO("session", "session %llu: path answers again",
+            (unsigned long long)s->id);
+  }
+}
+
 /* ---- timer ---- */
 
 static void session_write(qm_session *s);
@@ -265,6 +396,9 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
     }
     return;
   }
+  check_health(s);
+  if (s->state == QM_SESS_DEAD)
+    return;
   session_write(s);
 }
 
@@ -342,6 +476,7 @@ static void session_write(qm_session *s) {
     }
     qm_endpoint_commit(s->ep, (size_t)nwrite, (struct sockaddr *)&s->remote,
                        s->remotelen);
+    s->tx++;
     wrote = 1;
   }
   if (wrote && qm_endpoint_flush(s->ep) != 0)
@@ -377,16 +512,21 @@ static void session_finish(qm_session *s) {
   qm_stream *st;
   int err = s->close_err ? s->close_err : QM_ECLOSED;
 
-  /* streams waiting for an id: let the owner place them elsewhere if the
-   * session died before being usable (client), else fail them */
+  /* Streams waiting for an id: if the handshake failed, the owner may try
+   * the next address; otherwise they fail with the session. */
   while ((st = s->pending_head)) {
     s->pending_head = st->wnext;
     st->wnext = NULL;
     st->in_wq = 0;
     s->npending--;
+    ev_remove(s, st);
     unlink_stream(s, st);
     st->sess = NULL;
-    st->events = 0;
+    if (s->died_handshaking && s->owner.on_requeue &&
+        !st->close_err) {
+      s->owner.on_requeue(s, st, 1, s->owner.ud);
+      continue;
+    }
     deliver_close(s, st, err);
     qm_stream_destroy(st);
   }
@@ -431,8 +571,11 @@ static void task_run(qm_task *t) {
         ev |= QM_SEV_CLOSE;
       }
     }
-    if ((ev & QM_SEV_OPEN) && !st->closed && st->cbs.on_open)
-      st->cbs.on_open(st, st->ud);
+    if ((ev & QM_SEV_OPEN) && !st->closed && !st->open_notified) {
+      st->open_notified = 1;
+      if (st->cbs.on_open)
+        st->cbs.on_open(st, st->ud);
+    }
     if ((ev & QM_SEV_SEND_READY) && !st->closed && st->cbs.on_send_ready)
       st->cbs.on_send_ready(st, st->ud);
     if ((ev & QM_SEV_CLOSE) && !st->closed &&
@@ -539,7 +682,8 @@ static int recv_stream_data_cb(ngtcp2_conn *conn, uint32_t flags,
     ngtcp2_conn_extend_max_offset(conn, datalen);
     return 0;
   }
-  if (st->closed)
+  st->r_total += datalen;
+  if (st->closed || st->ghost)
     n = datalen; /* the application is gone: discard */
   else
     n = qm_stream_deliver(st, data, datalen, &err);
@@ -549,7 +693,8 @@ static int recv_stream_data_cb(ngtcp2_conn *conn, uint32_t flags,
   }
   if (flags & NGTCP2_STREAM_DATA_FLAG_FIN) {
     st->fin_rcvd = 1;
-    if (st->r_buffered == 0 && !st->fin_delivered && !st->closed) {
+    if (st->r_buffered == 0 && !st->fin_delivered && !st->closed &&
+        !st->ghost) {
       st->fin_delivered = 1;
       if (st->cbs.on_recv_fin)
         st->cbs.on_recv_fin(st, st->ud);
@@ -721,6 +866,10 @@ static int session_alloc(qm_session **out, qm_io *io, qm_tls_ctx *tls,
   x->tls = tls;
   x->owner = *owner;
   x->stream_limit_bytes = s->stream_buffer;
+  x->keepalive_ms = s->keepalive_ms;
+  x->session_idle_ms = s->session_idle_ms;
+  ev_timer_init(&x->idle_timer, idle_cb, 0., 0.);
+  x->idle_timer.data = x;
   memcpy(&x->remote, peer, peerlen);
   x->remotelen = peerlen;
   x->task.run = task_run;
@@ -744,6 +893,18 @@ static void client_ep_writable(qm_endpoint *ep, void *ud) {
   qm_session_writable(ud);
 }
 
+/* ICMP port unreachable while handshaking: nobody listens there, so fail
+ * now and let the dialer try the next address instead of waiting 8 s. */
+static void client_ep_refused(qm_endpoint *ep, void *ud) {
+  qm_session *s = ud;
+  (void)ep;
+  if (s->state == QM_SESS_HANDSHAKING) {
+    QM_DEBUG("session", "session %llu: port unreachable",
+             (unsigned long long)s->id);
+    session_set_dead(s, QM_EREFUSED);
+  }
+}
+
 int qm_session_client_new(qm_session **out, qm_io *io, qm_tls_ctx *tls,
                           const qm_settings *s, const struct sockaddr *peer,
                           socklen_t peerlen, const qm_session_owner *owner,
@@ -764,6 +925,7 @@ int qm_session_client_new(qm_session **out, qm_io *io, qm_tls_ctx *tls,
     free(x);
     return rv;
   }
+  x->ep->on_refused = client_ep_refused;
   /* DCID of 8..20 random bytes like quic-go; ≥ 8 is required (SPEC §13). */
   dcid.datalen = 16;
   qm_random(dcid.data, dcid.datalen);
@@ -786,9 +948,6 @@ int qm_session_client_new(qm_session **out, qm_io *io, qm_tls_ctx *tls,
     return QM_ETLS;
   }
   ngtcp2_conn_set_tls_native_handle(x->conn, x->tls_sess);
-  if (s->keepalive_ms)
-    ngtcp2_conn_set_keep_alive_timeout(x->conn,
-                                       s->keepalive_ms * NGTCP2_MILLISECONDS);
   QM_DEBUG("session", "session %llu: client, new UDP socket",
            (unsigned long long)x->id);
   session_schedule(x); /* first flight goes out before the loop blocks */
@@ -851,6 +1010,7 @@ void qm_session_recv(qm_session *s, const struct sockaddr *from,
 
   if (s->state == QM_SESS_DEAD)
     return;
+  s->rx++;
   path = s->ps.path;
   path.remote.addr = (struct sockaddr *)from;
   path.remote.addrlen = fromlen;
@@ -881,6 +1041,8 @@ void qm_session_recv(qm_session *s, const struct sockaddr *from,
       return;
     }
   }
+  if (s->suspect)
+    check_health(s);
   session_schedule(s);
 }
 
@@ -925,7 +1087,7 @@ static void open_pending(qm_session *s) {
     s->npending--;
     unlink_stream(s, st);
     st->sess = NULL;
-    s->owner.on_requeue(s, st, s->owner.ud);
+    s->owner.on_requeue(s, st, 0, s->owner.ud);
   }
   session_schedule(s);
 }
@@ -952,6 +1114,7 @@ void qm_session_free(qm_session *s) {
   if (!s)
     return;
   ev_timer_stop(s->io->loop, &s->timer);
+  ev_timer_stop(s->io->loop, &s->idle_timer);
   if (s->task.queued) {
     /* unlink from the io task list */
     qm_task **pp = &s->io->tasks;
@@ -984,4 +1147,47 @@ void qm_session_free(qm_session *s) {
   if (!s->server)
     qm_endpoint_close(&s->own_ep);
   free(s);
+}
+
+static const char *state_names[] = {"handshaking", "established", "closing",
+                                    "closed"};
+
+void qm_session_get_info(const qm_session *s, qm_session_info *in) {
+  ngtcp2_conn_stat cs;
+  char host[INET6_ADDRSTRLEN] = "?";
+  uint16_t port = 0;
+
+  memset(in, 0, sizeof(*in));
+  in->id = s->id;
+  in->state = state_names[s->state];
+  in->suspect = s->suspect;
+  if (s->remote.ss_family == AF_INET) {
+    const struct sockaddr_in *a = (const struct sockaddr_in *)&s->remote;
+    inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
+    port = ntohs(a->sin_port);
+    snprintf(in->peer, sizeof(in->peer), "%s:%u", host, port);
+  } else {
+    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&s->remote;
+    inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
+    port = ntohs(a->sin6_port);
+    snprintf(in->peer, sizeof(in->peer), "[%s]:%u", host, port);
+  }
+  if (s->ep->local.ss_family == AF_INET)
+    in->local_port = ntohs(((const struct sockaddr_in *)&s->ep->local)->sin_port);
+  else
+    in->local_port =
+        ntohs(((const struct sockaddr_in6 *)&s->ep->local)->sin6_port);
+  in->streams = s->nstreams - s->npending;
+  in->streams_pending = s->npending;
+  if (s->conn) {
+    ngtcp2_conn_get_conn_stat(s->conn, &cs);
+    in->smoothed_rtt_us = cs.smoothed_rtt / 1000;
+    in->min_rtt_us = cs.min_rtt == UINT64_MAX ? 0 : cs.min_rtt / 1000;
+    in->cwnd = cs.cwnd;
+    in->bytes_in_flight = cs.bytes_in_flight;
+    in->pto_count = cs.pto_count;
+  }
+  in->datagrams_rx = s->rx;
+  in->datagrams_tx = s->tx;
+  in->datagrams_dropped = qm_session_dropped(s);
 }

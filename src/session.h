@@ -26,8 +26,9 @@ typedef struct qm_session_owner {
   /* Server: a stream opened by the peer; set its callbacks here. */
   void (*on_stream)(qm_session *s, qm_stream *st, void *ud);
   /* Client: a queued stream this session cannot open after all. The owner
-   * places it on another session (or closes it). */
-  void (*on_requeue)(qm_session *s, qm_stream *st, void *ud);
+   * places it on another session (or closes it). failed: the session's
+   * handshake failed, so the next address may be worth a try. */
+  void (*on_requeue)(qm_session *s, qm_stream *st, int failed, void *ud);
   /* Server: connection ids to route to this session. */
   int (*add_cid)(qm_session *s, const uint8_t *cid, size_t len, void *ud);
   void (*remove_cid)(qm_session *s, const uint8_t *cid, size_t len, void *ud);
@@ -65,6 +66,8 @@ void qm_session_close(qm_session *s);
 void qm_session_free(qm_session *s);
 /* Datagrams dropped by this session's own endpoint (client). */
 uint64_t qm_session_dropped(const qm_session *s);
+
+void qm_session_get_info(const qm_session *s, qm_session_info *in);
 
 /* For stream.c: something changed on st (bytes or FIN to send, an event). */
 void qm_session_stream_wants_write(qm_session *s, qm_stream *st);

@@ -1,4 +1,5 @@
 /* Stream buffers and the application-facing stream API. */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,6 +29,7 @@ void qm_stream_destroy(qm_stream *s) {
     return;
   free_chain(s->shead);
   free_chain(s->rhead);
+  qm_addrlist_unref(s->addrs);
   free(s);
 }
 
@@ -120,6 +122,8 @@ int qm_stream_reset(qm_stream *s, uint64_t app_error) {
   s->reset_code = app_error;
   if (s->sess)
     qm_session_stream_event(s->sess, s, QM_SEV_RESET);
+  else
+    s->close_err = QM_ERESET; /* not placed yet: fails when it would be */
   return 0;
 }
 
@@ -172,6 +176,50 @@ void qm_stream_acked(qm_stream *s, uint64_t off, uint64_t len) {
     if (s->sess)
       qm_session_stream_event(s->sess, s, QM_SEV_SEND_READY);
   }
+}
+
+qm_stream *qm_stream_split_for_retry(qm_stream *s) {
+  qm_stream *g = qm_stream_new(s->s_limit);
+  qm_chunk *c, *head = NULL, *tail = NULL;
+
+  if (!g)
+    return NULL;
+  for (c = s->shead; c; c = c->next) {
+    qm_chunk *n = malloc(sizeof(*n));
+    if (!n) {
+      free_chain(head);
+      free(g);
+      return NULL;
+    }
+    memcpy(n, c, offsetof(qm_chunk, data) + c->len);
+    n->next = NULL;
+    if (tail)
+      tail->next = n;
+    else
+      head = n;
+    tail = n;
+  }
+  /* the ghost keeps the original memory and the wire identity */
+  g->ghost = 1;
+  g->id = s->id;
+  g->opened = 1;
+  g->shead = s->shead;
+  g->stail = s->stail;
+  g->scur = s->scur;
+  g->s_acked = s->s_acked;
+  g->s_sent = s->s_sent;
+  g->s_end = s->s_end;
+  g->fin_wanted = s->fin_wanted;
+  g->fin_sent = s->fin_sent;
+  /* the stream starts over with its own copy */
+  s->shead = head;
+  s->stail = tail;
+  s->scur = head;
+  s->s_sent = 0;
+  s->id = -1;
+  s->opened = 0;
+  s->fin_sent = 0;
+  return g;
 }
 
 /* ---- receive side ---- */

@@ -13,6 +13,7 @@
 #include <ngtcp2/ngtcp2.h>
 
 #include "quicmux/quicmux.h"
+#include "resolve.h"
 
 #define QM_CHUNK_SIZE (16384 - 32)
 
@@ -58,7 +59,14 @@ struct qm_stream {
   size_t r_buffered;
   unsigned fin_rcvd : 1, fin_delivered : 1, delivering : 1;
   /* lifetime */
-  unsigned wire_closed : 1, closed : 1, opened : 1;
+  unsigned wire_closed : 1, closed : 1, opened : 1, open_notified : 1;
+  unsigned ghost : 1; /* left behind on a dead path after a retry */
+  uint64_t r_total;   /* bytes received from the peer */
+  /* dialer: where this stream may go, and which address it is on */
+  qm_addrlist *addrs;
+  unsigned addr_idx;
+  struct qm_stream *dnext; /* dialer's list of streams to fail */
+  struct qm_dialer *dialer; /* set while the name is being resolved */
   int close_err;
   uint64_t reset_code;
 };
@@ -75,6 +83,12 @@ void qm_stream_mark_sent(qm_stream *s, size_t n);
 /* Bytes [s_acked, off+len) acknowledged: free what is done. */
 void qm_stream_acked(qm_stream *s, uint64_t off, uint64_t len);
 int qm_stream_has_unsent(const qm_stream *s);
+
+/* Retry on another session: returns a "ghost" that keeps the bytes ngtcp2
+ * may still point at (it stays on the old session until ngtcp2 closes it);
+ * s gets a private copy of every byte and goes back to "not open". Only for
+ * streams with nothing acknowledged yet. NULL on ENOMEM. */
+qm_stream *qm_stream_split_for_retry(qm_stream *s);
 
 /* Receive side, for the session: offer bytes to the application, buffer the
  * rest. Returns how many bytes the application consumed now. */

@@ -64,9 +64,10 @@ int qm_udp_recv(int fd, struct mmsghdr *msgs, unsigned n) {
   if (r < 0) {
     if (errno == EAGAIN || errno == EWOULDBLOCK)
       return 0;
-    /* ICMP errors on a connected socket surface here; not fatal. */
-    if (errno == ECONNREFUSED || errno == EHOSTUNREACH ||
-        errno == ENETUNREACH)
+    /* ICMP errors on a connected socket surface here. */
+    if (errno == ECONNREFUSED)
+      return QM_EREFUSED;
+    if (errno == EHOSTUNREACH || errno == ENETUNREACH)
       return 0;
     return QM_EIO;
   }

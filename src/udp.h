@@ -19,7 +19,8 @@ int qm_udp_open(int family, const struct sockaddr *bind_addr,
                 socklen_t bind_len, const struct sockaddr *peer,
                 socklen_t peer_len, int fwmark, char *err, size_t errlen);
 
-/* recvmmsg wrapper: returns datagrams read (0 when none), or QM_EIO. */
+/* recvmmsg wrapper: returns datagrams read (0 when none), QM_EREFUSED when
+ * a connected socket got ICMP port unreachable, or QM_EIO. */
 int qm_udp_recv(int fd, struct mmsghdr *msgs, unsigned n);
 /* sendmmsg wrapper: returns datagrams sent (may be fewer than n; 0 when the
  * socket is full), or QM_EIO on a hard error. */

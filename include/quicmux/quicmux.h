@@ -102,10 +102,22 @@ typedef struct qm_settings {
   uint32_t max_streams_bidi;     /* server: concurrent streams a client may open */
   uint64_t idle_timeout_ms;      /* 0 = role default (30 s client, 45 s server) */
   uint64_t handshake_timeout_ms; /* default 8000 */
-  uint64_t keepalive_ms;         /* 0 = off; client default off */
+  uint64_t keepalive_ms;         /* client: PING after this much silence on
+                                    sessions that carry streams; 0 = off
+                                    (default 10000) */
   size_t stream_buffer;          /* per-stream send buffer and receive window */
   size_t conn_window;            /* per-session receive window */
   int fwmark;                    /* SO_MARK on UDP sockets, 0 = none */
+  /* client pool */
+  uint64_t session_idle_ms;      /* close a session with no stream for this
+                                    long (CONNECTION_CLOSE, socket freed);
+                                    0 = only the QUIC idle timeout
+                                    (default 25000) */
+  uint32_t max_sessions_per_dest; /* default 64 */
+  uint32_t max_sessions;          /* client: all destinations; server: all
+                                     clients (default 1024 / 4096) */
+  uint32_t max_streams;           /* open streams over all sessions
+                                     (default 65536) */
 } qm_settings;
 
 /* Fill with v2ray's defaults: security none, header none, insecure TLS with
@@ -183,6 +195,26 @@ typedef struct qm_dialer_stats {
 } qm_dialer_stats;
 void qm_dialer_get_stats(const qm_dialer *d, qm_dialer_stats *st);
 
+/* One session as the pool sees it (for logs, SIGUSR1, tests). */
+typedef struct qm_session_info {
+  uint64_t id;
+  const char *state;        /* "handshaking", "established", "closing", ... */
+  int suspect;              /* no ack for several PTOs: takes no new stream */
+  char peer[64];            /* "IP:PORT" */
+  uint16_t local_port;
+  size_t streams;
+  size_t streams_pending;   /* queued while handshaking */
+  uint64_t smoothed_rtt_us, min_rtt_us;
+  uint64_t cwnd, bytes_in_flight;
+  size_t pto_count;
+  uint64_t datagrams_rx, datagrams_tx, datagrams_dropped;
+} qm_session_info;
+
+/* Call fn for every session of the dialer / listener, in pool order. */
+void qm_dialer_foreach_session(const qm_dialer *d,
+                               void (*fn)(const qm_session_info *, void *),
+                               void *ud);
+
 /* ---- listener (server) ---------------------------------------------- */
 
 typedef struct qm_listener qm_listener;
@@ -205,6 +237,9 @@ typedef struct qm_listener_stats {
   uint64_t accepted_sessions;
 } qm_listener_stats;
 void qm_listener_get_stats(const qm_listener *l, qm_listener_stats *st);
+void qm_listener_foreach_session(const qm_listener *l,
+                                 void (*fn)(const qm_session_info *, void *),
+                                 void *ud);
 
 /* ---- transport registry --------------------------------------------- */
 
