@@ -16,6 +16,7 @@
 
 #include "internal.h"
 #include "io.h"
+#include "policy.h"
 #include "pool.h"
 #include "resolve.h"
 #include "session.h"
@@ -100,8 +101,10 @@ static int place_stream(qm_dialer *d, qm_stream *st) {
     qm_session_owner owner = {0};
     qm_pool_prune(d->pool, key);
     /* Caps: a clear error for this one connection, nothing else touched. */
-    if (qm_pool_count(d->pool, key) >= d->settings.max_sessions_per_dest ||
-        qm_pool_count(d->pool, NULL) >= d->settings.max_sessions) {
+    if (!qm_policy_may_open_session(qm_pool_count(d->pool, key),
+                                    qm_pool_count(d->pool, NULL),
+                                    d->settings.max_sessions_per_dest,
+                                    d->settings.max_sessions)) {
       QM_WARN("dialer", "session limit reached for %s (%zu here, %zu in all; "
               "limits %u and %u): connection refused",
               key, qm_pool_count(d->pool, key), qm_pool_count(d->pool, NULL),

@@ -10,13 +10,11 @@
 #include <ngtcp2/ngtcp2_crypto_gnutls.h>
 
 #include "internal.h"
+#include "policy.h"
 #include "session.h"
 
 #define QM_SCID_LEN 12 /* v2ray's ConnectionIDLength (SPEC §1.4) */
 #define QM_MAX_VEC 16
-/* Streams a client queues on a handshaking session before it knows the
- * server's limit: v2ray's 32 (SPEC §2). */
-#define QM_EXPECTED_STREAMS 32
 
 struct qm_session {
   uint64_t id;
@@ -56,9 +54,6 @@ struct qm_session {
   uint64_t rx, tx;     /* datagrams */
 };
 
-/* Consecutive PTOs without an ack after which a session takes no new stream
- * and its unanswered streams move to another session. */
-#define QM_SUSPECT_PTO 3
 
 static void session_schedule(qm_session *s) { qm_io_defer(s->io, &s->task); }
 
@@ -72,14 +67,18 @@ uint64_t qm_session_dropped(const qm_session *s) {
   return s->server ? 0 : s->own_ep.rx_dropped;
 }
 
+static qm_policy_state policy_state(const qm_session *s) {
+  return s->state == QM_SESS_HANDSHAKING   ? QM_POLICY_HANDSHAKING
+         : s->state == QM_SESS_ESTABLISHED ? QM_POLICY_ESTABLISHED
+                                           : QM_POLICY_GONE;
+}
+
 int qm_session_can_take(const qm_session *s) {
-  if (s->suspect)
-    return 0;
-  if (s->state == QM_SESS_HANDSHAKING)
-    return s->npending < QM_EXPECTED_STREAMS;
-  if (s->state != QM_SESS_ESTABLISHED)
-    return 0;
-  return ngtcp2_conn_get_streams_bidi_left(s->conn) > s->npending;
+  return qm_policy_can_take(
+      policy_state(s), s->suspect, s->npending,
+      s->state == QM_SESS_ESTABLISHED
+          ? ngtcp2_conn_get_streams_bidi_left(s->conn)
+          : 0);
 }
 
 /* ---- stream lists ---- */
@@ -278,19 +277,17 @@ static void idle_cb(struct ev_loop *loop, ev_timer *w, int revents) {
 /* Keep-alive only while the session carries streams; the idle timer only
  * while it carries none. */
 static void streams_changed(qm_session *s, size_t before) {
-  if (s->server || !s->conn || s->state == QM_SESS_DEAD)
+  qm_policy_timers t;
+  if (s->server || !s->conn || s->state == QM_SESS_DEAD ||
+      (before > 0) == (s->nstreams > 0))
     return;
-  if (before == 0 && s->nstreams > 0) {
-    ev_timer_stop(s->io->loop, &s->idle_timer);
-    if (s->keepalive_ms)
-      ngtcp2_conn_set_keep_alive_timeout(s->conn,
-                                         s->keepalive_ms * NGTCP2_MILLISECONDS);
-  } else if (before > 0 && s->nstreams == 0) {
-    ngtcp2_conn_set_keep_alive_timeout(s->conn, 0);
-    if (s->session_idle_ms) {
-      ev_timer_set(&s->idle_timer, (double)s->session_idle_ms / 1000., 0.);
-      ev_timer_start(s->io->loop, &s->idle_timer);
-    }
+  t = qm_policy_on_streams(s->nstreams, s->keepalive_ms, s->session_idle_ms);
+  ngtcp2_conn_set_keep_alive_timeout(s->conn,
+                                     t.keepalive_ms * NGTCP2_MILLISECONDS);
+  ev_timer_stop(s->io->loop, &s->idle_timer);
+  if (t.idle_close_ms) {
+    ev_timer_set(&s->idle_timer, (double)t.idle_close_ms / 1000., 0.);
+    ev_timer_start(s->io->loop, &s->idle_timer);
   }
 }
 
@@ -307,8 +304,8 @@ static void retry_unanswered(qm_session *s) {
     qm_stream *g;
     next = st->next;
     if (st->ghost || st->id < 0 || st->closed || st->wire_closed ||
-        st->s_acked > 0 || st->r_total > 0 || st->fin_rcvd ||
-        (st->events & QM_SEV_RESET))
+        !qm_policy_can_retry(st->s_acked, st->r_total, st->fin_rcvd,
+                             (st->events & QM_SEV_RESET) != 0))
       continue;
     if (!(g = qm_stream_split_for_retry(st)))
       continue;
@@ -331,33 +328,36 @@ static void retry_unanswered(qm_session *s) {
   }
 }
 
-/* Dead-path detection from loss recovery: QM_SUSPECT_PTO probe timeouts in a
- * row make the session take no new stream; staying so for QM_DEAD_AFTER
- * ends it, so open connections fail instead of hanging until idle. */
-#define QM_DEAD_AFTER (8 * NGTCP2_SECONDS)
-
+/* Dead-path detection from loss recovery (policy.h): several probe
+ * timeouts in a row make the session take no new stream; staying so ends
+ * it, so open connections fail instead of hanging until the idle timeout. */
 static void check_health(qm_session *s) {
   ngtcp2_conn_stat cs;
+  ngtcp2_tstamp now = qm_now_ns();
   if (s->state != QM_SESS_ESTABLISHED)
     return;
   ngtcp2_conn_get_conn_stat(s->conn, &cs);
-  if (cs.pto_count >= QM_SUSPECT_PTO) {
-    ngtcp2_tstamp now = qm_now_ns();
-    if (!s->suspect) {
-      s->suspect = 1;
-      s->suspect_since = now;
-      QM_INFO("session", "session %llu: no answer for %zu probes, taking it "
-              "out of the pool", (unsigned long long)s->id, cs.pto_count);
-      retry_unanswered(s);
-    } else if (now - s->suspect_since > QM_DEAD_AFTER) {
-      QM_INFO("session", "session %llu: path dead, closing",
-              (unsigned long long)s->id);
-      session_set_dead(s, QM_ETIMEDOUT);
-    }
-  } else if (s->suspect && cs.pto_count == 0) {
+  switch (qm_policy_health(policy_state(s), cs.pto_count, s->suspect,
+                           s->suspect_since, now)) {
+  case QM_HEALTH_SUSPECT:
+    s->suspect = 1;
+    s->suspect_since = now;
+    QM_INFO("session", "session %llu: no answer for %zu probes, taking it "
+            "out of the pool", (unsigned long long)s->id, cs.pto_count);
+    retry_unanswered(s);
+    break;
+  case QM_HEALTH_DEAD:
+    QM_INFO("session", "session %llu: path dead, closing",
+            (unsigned long long)s->id);
+    session_set_dead(s, QM_ETIMEDOUT);
+    break;
+  case QM_HEALTH_RECOVER:
     s->suspect = 0;
     QM_INFO("session", "session %llu: path answers again",
             (unsigned long long)s->id);
+    break;
+  case QM_HEALTH_OK:
+    break;
   }
 }
 
