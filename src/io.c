@@ -1,5 +1,6 @@
 /* Loop glue: deferred tasks, shared receive batch, endpoints. */
 #include <errno.h>
+#include <netinet/udp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,18 +27,18 @@ int qm_io_init(qm_io *io, struct ev_loop *loop) {
   unsigned i;
   memset(io, 0, sizeof(*io));
   io->loop = loop;
-  io->rx_msgs = calloc(QM_BATCH, sizeof(*io->rx_msgs));
-  io->rx_iov = calloc(QM_BATCH, sizeof(*io->rx_iov));
-  io->rx_addr = calloc(QM_BATCH, sizeof(*io->rx_addr));
-  io->rx_buf = malloc((size_t)QM_BATCH * QM_RX_BUF);
-  if (!io->rx_msgs || !io->rx_iov || !io->rx_addr || !io->rx_buf) {
+  io->rx_msgs = calloc(QM_RX_MSGS, sizeof(*io->rx_msgs));
+  io->rx_iov = calloc(QM_RX_MSGS, sizeof(*io->rx_iov));
+  io->rx_addr = calloc(QM_RX_MSGS, sizeof(*io->rx_addr));
+  io->rx_buf = malloc((size_t)QM_RX_MSGS * QM_RX_GRO_BUF);
+  io->rx_ctrl = calloc(QM_RX_MSGS, CMSG_SPACE(sizeof(int)));
+  if (!io->rx_msgs || !io->rx_iov || !io->rx_addr || !io->rx_buf ||
+      !io->rx_ctrl) {
     qm_io_clear(io);
     return QM_ENOMEM;
   }
-  for (i = 0; i < QM_BATCH; i++) {
-    io->rx_iov[i].iov_base = io->rx_buf + (size_t)i * QM_RX_BUF;
-    io->rx_iov[i].iov_len = QM_RX_BUF;
-  }
+  for (i = 0; i < QM_RX_MSGS; i++)
+    io->rx_iov[i].iov_base = io->rx_buf + (size_t)i * QM_RX_GRO_BUF;
   ev_prepare_init(&io->prepare, io_prepare_cb);
   io->prepare.data = io;
   ev_prepare_start(loop, &io->prepare);
@@ -54,6 +55,7 @@ void qm_io_clear(qm_io *io) {
   free(io->rx_iov);
   free(io->rx_addr);
   free(io->rx_buf);
+  free(io->rx_ctrl);
   memset(io, 0, sizeof(*io));
 }
 
@@ -65,6 +67,35 @@ void qm_io_defer(qm_io *io, qm_task *t) {
   io->tasks = t;
 }
 
+/* The segment size of a GRO read, or 0 for a single datagram. */
+static size_t gro_size(struct msghdr *h) {
+  struct cmsghdr *c;
+  for (c = CMSG_FIRSTHDR(h); c; c = CMSG_NXTHDR(h, c))
+    if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
+      int v;
+      memcpy(&v, CMSG_DATA(c), sizeof(v));
+      return v > 0 ? (size_t)v : 0;
+    }
+  return 0;
+}
+
+static void ep_deliver(qm_endpoint *ep, struct sockaddr *from,
+                       socklen_t fromlen, uint8_t *buf, size_t len) {
+  uint8_t *quic;
+  ssize_t qlen;
+  ep->rx_datagrams++;
+  if (len > QM_RX_BUF) { /* larger than any peer may send (SPEC §3.4) */
+    ep->rx_dropped++;
+    return;
+  }
+  qlen = qm_codec_open(&ep->codec, buf, len, &quic);
+  if (qlen < 0) {
+    ep->rx_dropped++; /* silently, as v2ray does (SPEC §3.3) */
+    return;
+  }
+  ep->on_recv(ep, from, fromlen, quic, (size_t)qlen, ep->ud);
+}
+
 static void ep_read_cb(struct ev_loop *loop, ev_io *w, int revents) {
   qm_endpoint *ep = w->data;
   qm_io *io = ep->io;
@@ -74,16 +105,18 @@ static void ep_read_cb(struct ev_loop *loop, ev_io *w, int revents) {
 
   /* Bounded: a flood on one socket must not starve the rest of the loop. */
   for (rounds = 0; rounds < 8 && ep->fd >= 0; rounds++) {
-    for (i = 0; i < QM_BATCH; i++) {
+    for (i = 0; i < QM_RX_MSGS; i++) {
       struct msghdr *h = &io->rx_msgs[i].msg_hdr;
       memset(h, 0, sizeof(*h));
-      io->rx_iov[i].iov_len = QM_RX_BUF;
+      io->rx_iov[i].iov_len = QM_RX_GRO_BUF;
       h->msg_iov = &io->rx_iov[i];
       h->msg_iovlen = 1;
       h->msg_name = &io->rx_addr[i];
       h->msg_namelen = sizeof(io->rx_addr[i]);
+      h->msg_control = io->rx_ctrl + (size_t)i * CMSG_SPACE(sizeof(int));
+      h->msg_controllen = CMSG_SPACE(sizeof(int));
     }
-    n = qm_udp_recv(ep->fd, io->rx_msgs, QM_BATCH);
+    n = qm_udp_recv(ep->fd, io->rx_msgs, QM_RX_MSGS);
     if (n == QM_EREFUSED && ep->on_refused) {
       ep->on_refused(ep, ep->ud);
       return;
@@ -91,24 +124,26 @@ static void ep_read_cb(struct ev_loop *loop, ev_io *w, int revents) {
     if (n <= 0)
       return;
     for (i = 0; i < n && ep->fd >= 0; i++) {
-      uint8_t *buf = io->rx_iov[i].iov_base, *quic;
-      size_t len = io->rx_msgs[i].msg_len;
-      ssize_t qlen;
-      ep->rx_datagrams++;
-      if (io->rx_msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
+      struct msghdr *h = &io->rx_msgs[i].msg_hdr;
+      uint8_t *buf = io->rx_iov[i].iov_base;
+      size_t len = io->rx_msgs[i].msg_len, seg = gro_size(h), off;
+      if (h->msg_flags & MSG_TRUNC) {
+        ep->rx_datagrams++;
         ep->rx_dropped++;
         continue;
       }
-      qlen = qm_codec_open(&ep->codec, buf, len, &quic);
-      if (qlen < 0) {
-        ep->rx_dropped++; /* silently, as v2ray does (SPEC §3.3) */
-        continue;
-      }
-      ep->on_recv(ep, (struct sockaddr *)&io->rx_addr[i],
-                  io->rx_msgs[i].msg_hdr.msg_namelen, quic, (size_t)qlen,
-                  ep->ud);
+      if (!seg)
+        seg = len ? len : 1;
+      /* A GRO read is several datagrams of seg bytes (the last may be
+       * shorter), each wrapped on its own. */
+      for (off = 0; off < len && ep->fd >= 0; off += seg)
+        ep_deliver(ep, (struct sockaddr *)&io->rx_addr[i], h->msg_namelen,
+                   buf + off, QM_MIN(seg, len - off));
+      if (len == 0)
+        ep_deliver(ep, (struct sockaddr *)&io->rx_addr[i], h->msg_namelen,
+                   buf, 0);
     }
-    if (n < QM_BATCH)
+    if (n < QM_RX_MSGS)
       return;
   }
 }
@@ -154,6 +189,13 @@ int qm_endpoint_open(qm_endpoint *ep, qm_io *io, int family,
   }
   ep->fd = rv;
   ep->connected = peer != NULL;
+  {
+    int one = 1;
+    /* Kernel segmentation offload, when the kernel has it (Linux >= 4.18
+     * for GSO, 5.0 for GRO); without it we fall back to sendmmsg. */
+    ep->gso = getenv("QUICMUX_NO_GSO") ? 0 : 1; /* for A/B runs */
+    (void)setsockopt(ep->fd, SOL_UDP, UDP_GRO, &one, sizeof(one));
+  }
   ep->locallen = sizeof(ep->local);
   getsockname(ep->fd, (struct sockaddr *)&ep->local, &ep->locallen);
   ep->on_recv = on_recv;
@@ -212,13 +254,66 @@ void qm_endpoint_commit(qm_endpoint *ep, size_t n, const struct sockaddr *dst,
   ep->tx_n++;
 }
 
+static int same_dst(const struct msghdr *a, const struct msghdr *b) {
+  return a->msg_namelen == b->msg_namelen &&
+         (a->msg_namelen == 0 ||
+          memcmp(a->msg_name, b->msg_name, a->msg_namelen) == 0);
+}
+
+/* Group the queued datagrams from tx_sent on: runs of the same size to the
+ * same peer (the last of a run may be shorter) become one GSO send. */
+static unsigned build_groups(qm_endpoint *ep) {
+  unsigned g = 0, i = ep->tx_sent;
+  while (i < ep->tx_n) {
+    struct msghdr *h = &ep->gso_msgs[g].msg_hdr;
+    size_t seg = ep->tx_iov[i].iov_len, total = seg;
+    unsigned k = 1;
+    if (ep->gso)
+      while (i + k < ep->tx_n && k < QM_GSO_MAX &&
+             ep->tx_iov[i + k].iov_len <= seg &&
+             ep->tx_iov[i + k - 1].iov_len == seg &&
+             total + ep->tx_iov[i + k].iov_len <= 65000 &&
+             same_dst(&ep->tx_msgs[i].msg_hdr, &ep->tx_msgs[i + k].msg_hdr)) {
+        total += ep->tx_iov[i + k].iov_len;
+        k++;
+      }
+    *h = ep->tx_msgs[i].msg_hdr;
+    h->msg_iov = &ep->tx_iov[i];
+    h->msg_iovlen = k;
+    h->msg_control = NULL;
+    h->msg_controllen = 0;
+    if (k > 1) {
+      struct cmsghdr *c;
+      uint16_t s16 = (uint16_t)seg;
+      h->msg_control = ep->gso_ctrl[g].buf;
+      h->msg_controllen = sizeof(ep->gso_ctrl[g].buf);
+      c = CMSG_FIRSTHDR(h);
+      c->cmsg_level = SOL_UDP;
+      c->cmsg_type = UDP_SEGMENT;
+      c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+      memcpy(CMSG_DATA(c), &s16, sizeof(s16));
+    }
+    ep->gso_count[g] = k;
+    g++;
+    i += k;
+  }
+  return g;
+}
+
 int qm_endpoint_flush(qm_endpoint *ep) {
   while (ep->tx_sent < ep->tx_n) {
+    unsigned g, j;
     int r;
     if (ep->blocked)
       return QM_EAGAIN;
-    r = qm_udp_send(ep->fd, ep->tx_msgs + ep->tx_sent, ep->tx_n - ep->tx_sent);
+    g = build_groups(ep);
+    r = qm_udp_send(ep->fd, ep->gso_msgs, g);
     if (r < 0) {
+      if (ep->gso) {
+        /* no GSO here (EIO/EINVAL from the kernel): plain batches */
+        ep->gso = 0;
+        continue;
+      }
       /* Hard error: drop the batch; QUIC's loss recovery takes over. */
       ep->tx_n = ep->tx_sent = 0;
       return QM_EIO;
@@ -228,8 +323,10 @@ int qm_endpoint_flush(qm_endpoint *ep) {
       ev_io_start(ep->io->loop, &ep->wio);
       return QM_EAGAIN;
     }
-    ep->tx_sent += (unsigned)r;
-    ep->tx_datagrams += (unsigned)r;
+    for (j = 0; j < (unsigned)r; j++) {
+      ep->tx_sent += ep->gso_count[j];
+      ep->tx_datagrams += ep->gso_count[j];
+    }
   }
   ep->tx_n = ep->tx_sent = 0;
   return 0;

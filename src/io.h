@@ -17,6 +17,11 @@
 #include "internal.h"
 
 #define QM_BATCH 32
+/* Receive: fewer, larger buffers, so one GRO read can carry many datagrams */
+#define QM_RX_MSGS 16
+#define QM_RX_GRO_BUF 65536
+/* Send: at most this many datagrams in one GSO send (kernel limit 64) */
+#define QM_GSO_MAX 32
 
 typedef struct qm_io qm_io;
 typedef struct qm_endpoint qm_endpoint;
@@ -38,6 +43,7 @@ struct qm_io {
   struct iovec *rx_iov;
   struct sockaddr_storage *rx_addr;
   uint8_t *rx_buf;
+  uint8_t *rx_ctrl; /* cmsg space per message (UDP_GRO segment size) */
 };
 
 int qm_io_init(qm_io *io, struct ev_loop *loop);
@@ -74,6 +80,14 @@ struct qm_endpoint {
   unsigned tx_n;    /* slots filled */
   unsigned tx_sent; /* of those, already sent */
   int blocked;      /* waiting for the socket to become writable */
+  int gso;          /* UDP_SEGMENT works on this socket */
+  /* one send message per run of same-size datagrams to the same peer */
+  struct mmsghdr gso_msgs[QM_BATCH];
+  unsigned gso_count[QM_BATCH];
+  union {
+    char buf[CMSG_SPACE(sizeof(uint16_t))];
+    struct cmsghdr align;
+  } gso_ctrl[QM_BATCH];
   uint64_t rx_datagrams, tx_datagrams, rx_dropped;
 };
 
