@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <ngtcp2/ngtcp2_crypto.h>
+
 #include "internal.h"
 #include "io.h"
 #include "session.h"
@@ -41,7 +43,18 @@ struct qm_listener {
   size_t nsessions;
   uint64_t accepted;
   uint64_t unroutable;
+  uint64_t retries_sent, bad_tokens, refused;
+  /* Retry: token secret and flood detection */
+  uint8_t retry_secret[32];
+  ev_tstamp window_start;
+  unsigned window_new;    /* new sessions in the current second */
+  ev_tstamp retry_until;  /* auto mode: validate addresses until then */
 };
+
+/* auto Retry: more new sessions than this in one second is a flood */
+#define QM_FLOOD_PER_SEC 256
+#define QM_RETRY_HOLD 10.0 /* seconds of Retry after a flood */
+#define QM_RETRY_TOKEN_TIMEOUT (10 * NGTCP2_SECONDS)
 
 static size_t cid_hash(const uint8_t *cid, size_t len) {
   size_t h = 1469598103934665603ull, i; /* FNV-1a */
@@ -157,6 +170,52 @@ static void send_version_negotiation(qm_listener *l,
   }
 }
 
+static int want_retry(qm_listener *l) {
+  ev_tstamp now = ev_now(l->loop);
+  if (l->settings.retry == QM_RETRY_ALWAYS)
+    return 1;
+  if (l->settings.retry == QM_RETRY_NEVER)
+    return 0;
+  if (now - l->window_start >= 1.0) {
+    l->window_start = now;
+    l->window_new = 0;
+  }
+  if (++l->window_new > QM_FLOOD_PER_SEC && l->retry_until < now) {
+    QM_WARN("listener", "more than %d new sessions a second: validating "
+            "client addresses with Retry for %.0f s", QM_FLOOD_PER_SEC,
+            QM_RETRY_HOLD);
+    l->retry_until = now + QM_RETRY_HOLD;
+  }
+  return l->retry_until >= now;
+}
+
+static void send_retry(qm_listener *l, const ngtcp2_pkt_hd *hd,
+                       const struct sockaddr *from, socklen_t fromlen) {
+  uint8_t token[NGTCP2_CRYPTO_MAX_RETRY_TOKENLEN];
+  uint8_t *slot = qm_endpoint_slot(&l->ep);
+  ngtcp2_cid scid;
+  ngtcp2_ssize tlen, n;
+
+  if (!slot)
+    return;
+  scid.datalen = 12;
+  qm_random(scid.data, scid.datalen);
+  tlen = ngtcp2_crypto_generate_retry_token(
+      token, l->retry_secret, sizeof(l->retry_secret), hd->version, from,
+      fromlen, &scid, &hd->dcid, qm_now_ns());
+  if (tlen < 0)
+    return;
+  n = ngtcp2_crypto_write_retry(slot, qm_endpoint_max_quic(&l->ep),
+                                hd->version, &hd->scid, &scid, &hd->dcid,
+                                token, (size_t)tlen);
+  if (n > 0) {
+    qm_endpoint_commit(&l->ep, (size_t)n, from, fromlen);
+    qm_endpoint_flush(&l->ep);
+    l->retries_sent++;
+    QM_DEBUG("listener", "Retry sent (address validation)");
+  }
+}
+
 static void ep_recv(qm_endpoint *ep, const struct sockaddr *from,
                     socklen_t fromlen, uint8_t *pkt, size_t len, void *ud) {
   qm_listener *l = ud;
@@ -165,6 +224,7 @@ static void ep_recv(qm_endpoint *ep, const struct sockaddr *from,
   qm_session *s;
   sess_node *n;
   qm_session_owner owner = {0};
+  ngtcp2_cid odcid, *podcid = NULL;
   int rv;
 
   rv = ngtcp2_pkt_decode_version_cid(&vc, pkt, len, 12);
@@ -183,9 +243,25 @@ static void ep_recv(qm_endpoint *ep, const struct sockaddr *from,
     return;
   }
   /* Unknown id: only an Initial may start a session. */
-  if (ngtcp2_accept(&hd, pkt, len) != 0 || hd.type != NGTCP2_PKT_INITIAL ||
-      l->nsessions >= l->settings.max_sessions) {
+  if (ngtcp2_accept(&hd, pkt, len) != 0 || hd.type != NGTCP2_PKT_INITIAL) {
     l->unroutable++;
+    return;
+  }
+  if (l->nsessions >= l->settings.max_sessions) {
+    l->refused++;
+    return;
+  }
+  if (hd.token.len > 0 && hd.token.base[0] == NGTCP2_CRYPTO_TOKEN_MAGIC_RETRY) {
+    if (ngtcp2_crypto_verify_retry_token(
+            &odcid, hd.token.base, hd.token.len, l->retry_secret,
+            sizeof(l->retry_secret), hd.version, from, fromlen, &hd.dcid,
+            QM_RETRY_TOKEN_TIMEOUT, qm_now_ns()) != 0) {
+      l->bad_tokens++;
+      return;
+    }
+    podcid = &odcid;
+  } else if (want_retry(l)) {
+    send_retry(l, &hd, from, fromlen);
     return;
   }
   n = calloc(1, sizeof(*n));
@@ -198,7 +274,7 @@ static void ep_recv(qm_endpoint *ep, const struct sockaddr *from,
   owner.remove_cid = remove_cid;
   owner.ud = n;
   if (qm_session_server_new(&s, &l->io, &l->ep, l->tls, &l->settings, &hd,
-                            from, fromlen, &owner) != 0) {
+                            podcid, from, fromlen, &owner) != 0) {
     free(n);
     return;
   }
@@ -245,6 +321,7 @@ int qm_listener_new(qm_listener **out, struct ev_loop *loop,
     l->settings.max_sessions = QM_MAX_SESSIONS;
   if ((rv = qm_io_init(&l->io, loop)) != 0)
     goto fail;
+  qm_random(l->retry_secret, sizeof(l->retry_secret));
   if ((rv = qm_tls_ctx_new(&l->tls, 1, s, err, sizeof(err))) != 0) {
     QM_ERROR("listener", "%s", err);
     goto fail;
@@ -286,6 +363,7 @@ void qm_listener_free(qm_listener *l) {
   qm_tls_ctx_free(l->tls);
   if (l->io.loop)
     qm_io_clear(&l->io);
+  qm_wipe(l->retry_secret, sizeof(l->retry_secret));
   if (l->key_copy)
     qm_wipe(l->key_copy, strlen(l->key_copy));
   free(l->key_copy);
@@ -299,8 +377,13 @@ void qm_listener_get_stats(const qm_listener *l, qm_listener_stats *st) {
   st->sessions = l->nsessions;
   for (n = l->sessions; n; n = n->next)
     st->streams += qm_session_stream_count(n->s);
-  st->dropped_datagrams = l->ep.rx_dropped + l->unroutable;
+  st->dropped_datagrams = l->ep.rx_dropped + l->unroutable + l->bad_tokens;
   st->accepted_sessions = l->accepted;
+  st->bad_datagrams = l->ep.rx_dropped;
+  st->unroutable = l->unroutable;
+  st->retries_sent = l->retries_sent;
+  st->bad_tokens = l->bad_tokens;
+  st->refused_sessions = l->refused;
 }
 
 int qm_listener_get_addr(const qm_listener *l, struct sockaddr_storage *ss,

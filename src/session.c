@@ -957,8 +957,9 @@ int qm_session_client_new(qm_session **out, qm_io *io, qm_tls_ctx *tls,
 
 int qm_session_server_new(qm_session **out, qm_io *io, qm_endpoint *ep,
                           qm_tls_ctx *tls, const qm_settings *s,
-                          const ngtcp2_pkt_hd *hd, const struct sockaddr *from,
-                          socklen_t fromlen, const qm_session_owner *owner) {
+                          const ngtcp2_pkt_hd *hd, const ngtcp2_cid *odcid,
+                          const struct sockaddr *from, socklen_t fromlen,
+                          const qm_session_owner *owner) {
   qm_session *x;
   ngtcp2_callbacks cb;
   ngtcp2_settings st;
@@ -976,7 +977,13 @@ int qm_session_server_new(qm_session **out, qm_io *io, qm_endpoint *ep,
   fill_callbacks(&cb, 1);
   fill_settings(&st, &p, s, ep, 1);
   st.token = hd->token;
-  p.original_dcid = hd->dcid;
+  if (odcid) { /* after Retry */
+    p.original_dcid = *odcid;
+    p.retry_scid = hd->dcid;
+    p.retry_scid_present = 1;
+  } else {
+    p.original_dcid = hd->dcid;
+  }
   p.stateless_reset_token_present = 1;
   qm_random(p.stateless_reset_token, sizeof(p.stateless_reset_token));
   rv = ngtcp2_conn_server_new(&x->conn, &hd->scid, &scid, &x->ps.path,

@@ -41,11 +41,13 @@ int qm_session_client_new(qm_session **out, qm_io *io, qm_tls_ctx *tls,
                           socklen_t peerlen, const qm_session_owner *owner,
                           char *err, size_t errlen);
 /* Server: a session for the Initial in pkt (already unwrapped) arriving on
- * the listener's shared endpoint. */
+ * the listener's shared endpoint. odcid: the original destination id from a
+ * valid Retry token (the Initial's DCID is then our Retry SCID), or NULL. */
 int qm_session_server_new(qm_session **out, qm_io *io, qm_endpoint *ep,
                           qm_tls_ctx *tls, const qm_settings *s,
-                          const ngtcp2_pkt_hd *hd, const struct sockaddr *from,
-                          socklen_t fromlen, const qm_session_owner *owner);
+                          const ngtcp2_pkt_hd *hd, const ngtcp2_cid *odcid,
+                          const struct sockaddr *from, socklen_t fromlen,
+                          const qm_session_owner *owner);
 /* Feed one QUIC datagram (server: routed here by the listener). */
 void qm_session_recv(qm_session *s, const struct sockaddr *from,
                      socklen_t fromlen, const uint8_t *pkt, size_t len);

@@ -118,7 +118,13 @@ typedef struct qm_settings {
                                      clients (default 1024 / 4096) */
   uint32_t max_streams;           /* open streams over all sessions
                                      (default 65536) */
+  /* server: address validation with Retry (costs the client one round
+   * trip): QM_RETRY_AUTO sends Retry only while a flood of new sessions is
+   * seen; QM_RETRY_ALWAYS for every new session; QM_RETRY_NEVER as v2ray. */
+  int retry;
 } qm_settings;
+
+enum { QM_RETRY_AUTO = 0, QM_RETRY_ALWAYS = 1, QM_RETRY_NEVER = 2 };
 
 /* Fill with v2ray's defaults: security none, header none, insecure TLS with
  * SNI quic.internal.v2ray.com, 32 streams, 8 s handshake. */
@@ -235,6 +241,11 @@ typedef struct qm_listener_stats {
   size_t streams;
   uint64_t dropped_datagrams; /* failed to unwrap or unroutable */
   uint64_t accepted_sessions;
+  uint64_t bad_datagrams;     /* failed to unwrap (wrong key, short, ...) */
+  uint64_t unroutable;        /* unknown connection id, not an Initial */
+  uint64_t retries_sent;      /* Retry packets (address validation) */
+  uint64_t bad_tokens;        /* Initials with an invalid Retry token */
+  uint64_t refused_sessions;  /* over the session cap */
 } qm_listener_stats;
 void qm_listener_get_stats(const qm_listener *l, qm_listener_stats *st);
 void qm_listener_foreach_session(const qm_listener *l,
