@@ -254,8 +254,16 @@ static void session_fail(qm_session *s, int liberr) {
   session_set_dead(s, err);
 }
 
+static void session_write(qm_session *s);
+
 void qm_session_close(qm_session *s) {
   ngtcp2_connection_close_error e;
+  if (s->state == QM_SESS_DEAD)
+    return;
+  /* Flush what is due first (ACKs of the peer's FINs above all), so
+   * streams that finished both ways end cleanly on the peer too. */
+  if (!s->blocked)
+    session_write(s);
   if (s->state == QM_SESS_DEAD)
     return;
   ngtcp2_connection_close_error_set_application_error(&e, 0, NULL, 0);
@@ -508,6 +516,18 @@ static void deliver_close(qm_session *s, qm_stream *st, int err) {
 
 static void open_pending(qm_session *s);
 
+/* Why a stream still attached ends with its session: a stream that already
+ * finished both ways (FIN sent and received, all read) ends cleanly when the
+ * session closes without an error; only its last ACK was missing. */
+static int end_error(const qm_session *s, const qm_stream *st, int err) {
+  if (st->close_err)
+    return st->close_err;
+  if (st->fin_sent && st->fin_rcvd && qm_stream_recv_done(st) &&
+      err == QM_ECLOSED && s->last_error.error_code == 0)
+    return 0;
+  return err;
+}
+
 static void session_finish(qm_session *s) {
   qm_stream *st;
   int err = s->close_err ? s->close_err : QM_ECLOSED;
@@ -534,7 +554,7 @@ static void session_finish(qm_session *s) {
   while ((st = s->streams)) {
     unlink_stream(s, st);
     st->sess = NULL;
-    deliver_close(s, st, st->close_err ? st->close_err : err);
+    deliver_close(s, st, end_error(s, st, err));
     qm_stream_destroy(st);
   }
   s->ev_head = NULL;

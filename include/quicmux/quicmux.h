@@ -20,6 +20,22 @@ extern "C" {
 
 struct ev_loop;
 
+#define QM_VERSION_MAJOR 0
+#define QM_VERSION_MINOR 1
+#define QM_VERSION_PATCH 0
+
+/*
+ * Conventions:
+ *  - qm_dialer_new / qm_listener_new copy *settings, its strings included;
+ *    the caller may free them after the call.
+ *  - Inside stream callbacks it is safe to call qm_stream_write*,
+ *    qm_stream_shutdown_write, qm_stream_reset and qm_stream_resume_recv (not
+ *    from on_recv itself). Never free a dialer or listener from inside one
+ *    of its callbacks: break the loop or defer it.
+ *  - The settings/stats/info structs may grow at the end before 1.0; the
+ *    SONAME changes when they do.
+ */
+
 /* ---- errors --------------------------------------------------------- */
 
 enum {
