@@ -218,6 +218,12 @@ int qm_dialer_new(qm_dialer **out, struct ev_loop *loop, const qm_settings *s) {
   d->settings.server_name = d->sni_copy = dup_or_null(s->server_name);
   d->settings.ca_file = d->ca_copy = dup_or_null(s->ca_file);
   d->settings.alpn = d->alpn_copy = dup_or_null(s->alpn);
+  if (s->cc && qm_cc_parse(s->cc) != 0) {
+    QM_ERROR("dialer", "cc '%s': want cubic, reno, bbr or bbr2", s->cc);
+    rv = QM_EINVAL;
+    goto fail;
+  }
+  d->settings.cc = qm__cc_static(s->cc);
   d->settings.cert_file = d->settings.key_file = NULL;
   if (!d->settings.max_sessions)
     d->settings.max_sessions = 1024;

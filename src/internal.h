@@ -49,6 +49,9 @@ void qm_random(void *buf, size_t len);
 /* Wipe memory that held a secret. */
 void qm_wipe(void *buf, size_t len);
 
+/* The static spelling of a congestion control name (cubic if unknown). */
+const char *qm__cc_static(const char *name);
+
 /* A process-wide increasing id for sessions (for logs). */
 uint64_t qm__next_session_id(void);
 

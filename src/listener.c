@@ -315,6 +315,12 @@ int qm_listener_new(qm_listener **out, struct ev_loop *loop,
   l->settings = *s;
   l->settings.key = l->key_copy = dup_or_null(s->key);
   l->settings.alpn = l->alpn_copy = dup_or_null(s->alpn);
+  if (s->cc && qm_cc_parse(s->cc) != 0) {
+    QM_ERROR("listener", "cc '%s': want cubic, reno, bbr or bbr2", s->cc);
+    rv = QM_EINVAL;
+    goto fail;
+  }
+  l->settings.cc = qm__cc_static(s->cc);
   if (!l->settings.max_streams_bidi)
     l->settings.max_streams_bidi = 32;
   if (!l->settings.max_sessions)

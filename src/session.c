@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <gnutls/crypto.h>
 #include <ngtcp2/ngtcp2_crypto.h>
@@ -837,6 +838,34 @@ static void fill_callbacks(ngtcp2_callbacks *cb, int server) {
   cb->extend_max_stream_data = extend_max_stream_data_cb;
 }
 
+static ngtcp2_cc_algo cc_algo(const char *name) {
+  if (name && !strcasecmp(name, "reno"))
+    return NGTCP2_CC_ALGO_RENO;
+  if (name && !strcasecmp(name, "bbr"))
+    return NGTCP2_CC_ALGO_BBR;
+  if (name && !strcasecmp(name, "bbr2"))
+    return NGTCP2_CC_ALGO_BBR2;
+  return NGTCP2_CC_ALGO_CUBIC;
+}
+
+static const char *cc_names[] = {"cubic", "reno", "bbr", "bbr2"};
+
+int qm_cc_parse(const char *name) {
+  size_t i;
+  for (i = 0; name && i < QM_ARRAY_LEN(cc_names); i++)
+    if (!strcasecmp(name, cc_names[i]))
+      return 0;
+  return QM_EINVAL;
+}
+
+const char *qm__cc_static(const char *name) {
+  size_t i;
+  for (i = 0; name && i < QM_ARRAY_LEN(cc_names); i++)
+    if (!strcasecmp(name, cc_names[i]))
+      return cc_names[i];
+  return cc_names[0];
+}
+
 static void fill_settings(ngtcp2_settings *st, ngtcp2_transport_params *p,
                           const qm_settings *s, const qm_endpoint *ep,
                           int server) {
@@ -856,7 +885,7 @@ static void fill_settings(ngtcp2_settings *st, ngtcp2_transport_params *p,
   st->max_window = s->conn_window ? s->conn_window * 2 : 16 * 1024 * 1024;
   st->max_stream_window =
       s->stream_buffer ? s->stream_buffer * 4 : 4 * 1024 * 1024;
-  st->cc_algo = NGTCP2_CC_ALGO_CUBIC;
+  st->cc_algo = cc_algo(s->cc);
 
   ngtcp2_transport_params_default(p);
   p->initial_max_stream_data_bidi_local =

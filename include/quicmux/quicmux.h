@@ -138,9 +138,14 @@ typedef struct qm_settings {
    * trip): QM_RETRY_AUTO sends Retry only while a flood of new sessions is
    * seen; QM_RETRY_ALWAYS for every new session; QM_RETRY_NEVER as v2ray. */
   int retry;
+  /* congestion control: "cubic" (default), "reno", "bbr", "bbr2" */
+  const char *cc;
 } qm_settings;
 
 enum { QM_RETRY_AUTO = 0, QM_RETRY_ALWAYS = 1, QM_RETRY_NEVER = 2 };
+
+/* Check a congestion control name: 0 or QM_EINVAL. */
+int qm_cc_parse(const char *name);
 
 /* Fill with v2ray's defaults: security none, header none, insecure TLS with
  * SNI quic.internal.v2ray.com, 32 streams, 8 s handshake. */
