@@ -454,6 +454,7 @@ static void session_write(qm_session *s) {
     nwrite = ngtcp2_conn_writev_stream(s->conn, &s->ps.path, &pi, slot, maxlen,
                                        &ndatalen, flags, sid, vec, nvec, ts);
     if (st && ndatalen >= 0) {
+      st->announce = 0;
       qm_stream_mark_sent(st, (size_t)ndatalen);
       if ((flags & NGTCP2_WRITE_STREAM_FLAG_FIN) &&
           (size_t)ndatalen == total)
@@ -1111,9 +1112,12 @@ static int try_open(qm_session *s, qm_stream *st) {
     return rv;
   st->id = id;
   st->opened = 1;
+  /* Send a STREAM frame at once, even an empty one, so the server learns of
+   * the stream and connects its target: protocols where the server speaks
+   * first (SMTP, SSH banners, MySQL) need it. */
+  st->announce = 1;
   qm_session_stream_event(s, st, QM_SEV_OPEN);
-  if (qm_stream_has_unsent(st))
-    wq_push(s, st);
+  wq_push(s, st);
   return 0;
 }
 

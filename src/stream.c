@@ -153,7 +153,8 @@ void qm_stream_mark_sent(qm_stream *s, size_t n) {
 }
 
 int qm_stream_has_unsent(const qm_stream *s) {
-  return s->s_sent < s->s_end || (s->fin_wanted && !s->fin_sent);
+  return s->s_sent < s->s_end || (s->fin_wanted && !s->fin_sent) ||
+         s->announce;
 }
 
 void qm_stream_acked(qm_stream *s, uint64_t off, uint64_t len) {

@@ -61,6 +61,7 @@ struct qm_stream {
   /* lifetime */
   unsigned wire_closed : 1, closed : 1, opened : 1, open_notified : 1;
   unsigned ghost : 1; /* left behind on a dead path after a retry */
+  unsigned announce : 1; /* client: tell the peer the stream exists */
   uint64_t r_total;   /* bytes received from the peer */
   /* dialer: where this stream may go, and which address it is on */
   qm_addrlist *addrs;

@@ -49,7 +49,6 @@ MiB = 1024 * 1024
 
 # Log level handed to quicmux processes (override with QMTEST_LOG_LEVEL).
 QM_LOG_LEVEL = os.environ.get("QMTEST_LOG_LEVEL", "info")
-VERBOSE = os.environ.get("QMTEST_VERBOSE", "") not in ("", "0")
 
 
 class Skip(Exception):
@@ -872,6 +871,114 @@ def close_all(socks):
             pass
 
 
+# --------------------------------------------------------------------------- UDP relay
+
+class UdpRelay:
+    """A UDP relay between QUIC clients and a server that records every datagram.
+
+    Clients send to relay.addr; for each client source address the relay opens its own
+    upstream socket towards `upstream`, so the server sees one source port per client
+    socket and replies go back to the right client.  Records (direction, client_src,
+    seconds, bytes) in self.log, direction 'c2s' or 's2c'.  `drop(direction, data)`, if
+    given, returns True to drop a datagram (seeded impairments go there).  Bounded close().
+    """
+
+    def __init__(self, upstream, host=None, drop=None, record=True):
+        import selectors
+        host = host or upstream[0]
+        self.upstream = upstream
+        self.drop = drop
+        self.record = record
+        self.sock = self._udp(host)
+        self.addr = (host, self.sock.getsockname()[1])
+        self.log = []
+        self.lock = threading.Lock()
+        self._up = {}       # client src -> upstream socket
+        self._sel = selectors.DefaultSelector()
+        self._sel.register(self.sock, selectors.EVENT_READ, None)
+        self._stop = threading.Event()
+        self._t0 = time.monotonic()
+        self._thread = threading.Thread(target=self._loop, name="udp-relay", daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _udp(host):
+        s = socket.socket(family_of(host), socket.SOCK_DGRAM)
+        for opt in (getattr(socket, "SO_RCVBUFFORCE", 33), socket.SO_RCVBUF):
+            try:
+                s.setsockopt(socket.SOL_SOCKET, opt, 8 * MiB)
+                break
+            except OSError:
+                continue
+        s.bind((host, 0))
+        s.setblocking(False)
+        return s
+
+    def _loop(self):
+        import selectors
+        while not self._stop.is_set():
+            for key, _ev in self._sel.select(0.2):
+                sk = key.fileobj
+                for _ in range(64):
+                    try:
+                        data, src = sk.recvfrom(65536)
+                    except (BlockingIOError, InterruptedError):
+                        break
+                    except OSError:
+                        break
+                    if key.data is None:
+                        direction, client = "c2s", src
+                    else:
+                        direction, client = "s2c", key.data
+                    if self.record:
+                        with self.lock:
+                            self.log.append((direction, client, time.monotonic() - self._t0, data))
+                    if self.drop is not None and self.drop(direction, data):
+                        continue
+                    try:
+                        if direction == "c2s":
+                            up = self._up.get(client)
+                            if up is None:
+                                up = self._udp(self.upstream[0])
+                                self._up[client] = up
+                                self._sel.register(up, selectors.EVENT_READ, client)
+                            up.sendto(data, self.upstream)
+                        else:
+                            self.sock.sendto(data, client)
+                    except OSError:
+                        pass
+
+    def datagrams(self, direction=None, client=None):
+        with self.lock:
+            return [(d, c, t, b) for d, c, t, b in self.log
+                    if (direction is None or d == direction) and (client is None or c == client)]
+
+    def clients(self):
+        with self.lock:
+            out = []
+            for _d, c, _t, _b in self.log:
+                if c not in out:
+                    out.append(c)
+            return out
+
+    def close(self):
+        self._stop.set()
+        self._thread.join(2)
+        for up in list(self._up.values()):
+            try:
+                up.close()
+            except OSError:
+                pass
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        try:
+            self._sel.close()
+        except Exception:
+            pass
+
+
 # --------------------------------------------------------------------------- v2ray configs
 
 def v2ray_quic_stream(security="none", key="", header="none"):
@@ -973,6 +1080,17 @@ class Case:
         self._cleanups.append(e.close)
         return e
 
+    def lossy_relay(self, upstream, loss=0.05, seed=1):
+        """A UdpRelay dropping each datagram (both directions) with probability `loss`,
+        from a seeded generator."""
+        rnd = random.Random(seed)
+        return self.udp_relay(upstream, drop=lambda _d, _b: rnd.random() < loss)
+
+    def udp_relay(self, upstream, drop=None):
+        r = UdpRelay(upstream, drop=drop)
+        self._cleanups.append(r.close)
+        return r
+
     # ---- quicmux
     def qm_server(self, target, host="127.0.0.1", security=None, key=None, header=None, extra=(),
                   name="qm-server", port=None, log_level=None):
@@ -1033,9 +1151,12 @@ class Case:
 
     # ---- whole tunnels
     def tunnel(self, client="quicmux", server="quicmux", host="127.0.0.1", security="none", key="",
-               header="none", server_security=None, server_key=None, server_header=None, target=None):
+               header="none", server_security=None, server_key=None, server_header=None, target=None,
+               relay=None):
         """Start target (echo unless given), server and client.  Returns a dict with
-        addr (where to connect), target, client and server Procs, server_addr."""
+        addr (where to connect), target, client and server Procs, server_addr, and (with
+        relay=True, or relay=a drop probability for a seeded lossy relay) the UdpRelay
+        that the client talks through."""
         if target is None:
             target = self.echo_server(host)
         ss = security if server_security is None else server_security
@@ -1045,11 +1166,19 @@ class Case:
             sp, saddr = self.qm_server(target.addr, host, ss, sk, sh)
         else:
             sp, saddr = self.v2ray_server(target.addr, host, ss, sk, sh)
+        rl = None
+        dial = saddr
+        if relay is True:
+            rl = self.udp_relay(saddr)
+            dial = rl.addr
+        elif relay:
+            rl = self.lossy_relay(saddr, loss=float(relay))
+            dial = rl.addr
         if client == "quicmux":
-            cp, caddr = self.qm_client(saddr, host, security, key, header)
+            cp, caddr = self.qm_client(dial, host, security, key, header)
         else:
-            cp, caddr = self.v2ray_client(saddr, host, security, key, header, target=target.addr)
-        return {"addr": caddr, "target": target, "client": cp, "server": sp, "server_addr": saddr}
+            cp, caddr = self.v2ray_client(dial, host, security, key, header, target=target.addr)
+        return {"addr": caddr, "target": target, "client": cp, "server": sp, "server_addr": saddr, "relay": rl}
 
 
 class Runner:

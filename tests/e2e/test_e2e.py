@@ -2,7 +2,7 @@
 """quicmux client <-> quicmux server <-> echo target, on 127.0.0.1 and ::1.
 
 * every security x header combination (3 x 6) on both address families: 4 concurrent
-  connections x 2 MiB = 8 MiB each way, byte-exact, EOF (half-close) back;
+  connections x 4 MiB = 16 MiB each way, byte-exact, EOF (half-close) back;
 * half-close in both directions, empty connections, many short connections
   (sequential and concurrent), a bulk single stream, a target that is down.
 """
@@ -28,7 +28,7 @@ def key_for(sec):
 
 def combo(c, host, sec, hdr):
     t = c.tunnel("quicmux", "quicmux", host=host, security=sec, key=key_for(sec), header=hdr)
-    res = qm.check_transfer(t["addr"], conns=4, nbytes=2 * MiB, seed=zlib.crc32(("%s/%s/%s" % (host, sec, hdr)).encode()), timeout=30)
+    res = qm.check_transfer(t["addr"], conns=4, nbytes=4 * MiB, seed=zlib.crc32(("%s/%s/%s" % (host, sec, hdr)).encode()), timeout=30)
     res.raise_if_failed()
     qm.check(t["target"].accepted == 4, "target saw %d connections, expected 4" % t["target"].accepted)
     qm.check(t["client"].alive() and t["server"].alive(), "a quicmux process exited during the transfer")
@@ -140,6 +140,15 @@ def target_down(c, host):
     return "refused -> %s after %.2fs; then ok" % (outcome, dt)
 
 
+def lossy(c, host, loss):
+    """Through a relay that drops datagrams (seeded), data still arrives byte-exact."""
+    t = c.tunnel("quicmux", "quicmux", host=host, security="aes-128-gcm", key=KEY, header="srtp", relay=loss)
+    res = qm.check_transfer(t["addr"], conns=2, nbytes=MiB, seed=61, timeout=60, stall=20)
+    res.raise_if_failed()
+    n = len(t["relay"].datagrams())
+    return "%s; %d datagrams seen by the relay" % (res.summary(), n)
+
+
 def main():
     r = qm.Runner("test_e2e")
     items = []
@@ -161,6 +170,8 @@ def main():
         ("e2e.v6.many-short-connections", many_short, ("::1",)),
         ("e2e.v4.bulk-single-stream-32MiB", bulk_single, ("127.0.0.1",)),
         ("e2e.v4.target-down-then-up", target_down, ("127.0.0.1",)),
+        ("e2e.v4.loss-5pct", lossy, ("127.0.0.1", 0.05)),
+        ("e2e.v6.loss-15pct", lossy, ("::1", 0.15)),
     ]
     r.run_parallel(extra, workers=2)
     return r.finish()

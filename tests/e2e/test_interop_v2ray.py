@@ -72,6 +72,17 @@ def many_conns(c, direction):
     return res.summary()
 
 
+def lossy(c, direction, loss):
+    """5% of the datagrams (both ways, seeded) dropped between the two ends."""
+    if direction == "qm-client":
+        t = c.tunnel("quicmux", "v2ray", security="aes-128-gcm", key=KEY, header="wechat-video", relay=loss)
+    else:
+        t = c.tunnel("v2ray", "quicmux", security="aes-128-gcm", key=KEY, header="wechat-video", relay=loss)
+    res = qm.check_transfer(t["addr"], conns=2, nbytes=MiB, seed=88, timeout=60, stall=20)
+    res.raise_if_failed()
+    return "%s; %d datagrams seen by the relay" % (res.summary(), len(t["relay"].datagrams()))
+
+
 def main():
     r = qm.Runner("test_interop_v2ray")
     if not qm.have_v2ray():
@@ -104,7 +115,9 @@ def main():
     r.run_parallel([
         ("interop.qm-client.v2ray-server.60-connections", many_conns, ("qm-client",)),
         ("interop.v2ray-client.qm-server.60-connections", many_conns, ("v2ray-client",)),
-    ], workers=2)
+        ("interop.qm-client.v2ray-server.loss-5pct", lossy, ("qm-client", 0.05)),
+        ("interop.v2ray-client.qm-server.loss-5pct", lossy, ("v2ray-client", 0.05)),
+    ], workers=4)
     return r.finish()
 
 
