@@ -149,6 +149,29 @@ def lossy(c, host, loss):
     return "%s; %d datagrams seen by the relay" % (res.summary(), n)
 
 
+def server_speaks_first(c, host):
+    """The target sends first (like an SMTP or SSH banner) while the client
+    has sent nothing yet: the stream must reach the server at once."""
+    target = c.source_sink_server(host, send_bytes=64 * 1024, seed=31, wait_first=0)
+    t = c.tunnel("quicmux", "quicmux", host=host, security="aes-128-gcm", key=KEY,
+                 header="none", target=target)
+    expect = qm.seeded_bytes(31, 64 * 1024)
+    s = socket.create_connection(t["addr"], timeout=5)
+    try:
+        s.settimeout(10)
+        got = b""
+        while len(got) < len(expect):
+            d = s.recv(65536)
+            qm.check(d, "EOF after %d of %d banner bytes" % (len(got), len(expect)))
+            got += d
+        qm.check(got == expect, "banner bytes differ")
+    except socket.timeout:
+        raise qm.CheckFailed("nothing from a target that speaks first (got %d bytes)" % len(got))
+    finally:
+        s.close()
+    return "64 KiB banner before the client sent a byte"
+
+
 def main():
     r = qm.Runner("test_e2e")
     items = []
@@ -164,6 +187,7 @@ def main():
             ("e2e.%s.halfclose-client-first-delayed-read" % fam, halfclose_delayed_read, (host,)),
             ("e2e.%s.halfclose-target-first" % fam, halfclose_target_first, (host,)),
             ("e2e.%s.empty-connections" % fam, empty_conns, (host,)),
+            ("e2e.%s.server-speaks-first" % fam, server_speaks_first, (host,)),
         ]
     extra += [
         ("e2e.v4.many-short-connections", many_short, ("127.0.0.1",)),
