@@ -22,7 +22,9 @@ const char *app_ngtcp2_version(void) {
   const ngtcp2_info *i = ngtcp2_version(0);
   return i ? i->version_str : "?";
 }
-const char *app_gnutls_version(void) { return gnutls_check_version(NULL); }
+const char *app_gnutls_version(void) {
+  return gnutls_check_version(NULL);
+}
 
 #define BUF 65536
 
@@ -154,7 +156,8 @@ static void drv_write(struct ev_loop *loop, ev_io *w, int revents) {
   (void)revents;
   while (c->sent < c->d->total) {
     size_t n = c->d->total - c->sent < BUF ? (size_t)(c->d->total - c->sent)
-                                           : BUF, i;
+                                           : BUF,
+           i;
     ssize_t w2;
     for (i = 0; i < n; i++)
       buf[i] = byte_at(c->tx_rng, c->sent + i);

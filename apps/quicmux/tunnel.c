@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "app.h"
 #include "tunnel.h"
 
 /* Reads per readiness event, so one fast connection cannot starve others. */
@@ -28,15 +29,22 @@ struct tunnel {
   struct sockaddr_storage target;
   socklen_t targetlen;
   tunnel_stats stats;
+  char *tag;          /* name in logs */
+  uint64_t next_conn; /* connection ids for logs */
 };
 
 typedef struct conn_splice {
   tunnel *t;
+  uint64_t id; /* per tunnel, for logs */
   int fd;
   ev_io rio, wio;
   qm_stream *st;
   unsigned connecting : 1, tcp_eof : 1, read_paused : 1, peer_fin : 1;
 } conn_splice;
+
+static const char *tag_of(const tunnel *t) {
+  return t->tag ? t->tag : t->server ? "server" : "client";
+}
 
 int tunnel_resolve(const char *host, uint16_t port, int passive,
                    struct sockaddr_storage *ss, socklen_t *len) {
@@ -157,6 +165,11 @@ static void tcp_write_cb(struct ev_loop *loop, ev_io *w, int revents) {
     getsockopt(sp->fd, SOL_SOCKET, SO_ERROR, &err, &len);
     sp->connecting = 0;
     if (err) {
+      app_logm(QM_LOG_INFO, "tunnel",
+               "%s: conn %llu session %llu stream %lld: target: %s",
+               tag_of(sp->t), (unsigned long long)sp->id,
+               (unsigned long long)qm_stream_session_id(sp->st),
+               (long long)qm_stream_id(sp->st), strerror(err));
       sp->t->stats.failed++;
       qm_stream_reset(sp->st, 0);
       return;
@@ -172,7 +185,17 @@ static void tcp_write_cb(struct ev_loop *loop, ev_io *w, int revents) {
 
 static void st_on_close(qm_stream *st, int err, void *ud) {
   conn_splice *sp = ud;
-  (void)st;
+  qm_log_level lvl = err && err != QM_ERESET ? QM_LOG_INFO : QM_LOG_DEBUG;
+  if (qm_stream_id(st) < 0)
+    app_logm(lvl, "tunnel", "%s: conn %llu closed before its stream opened%s%s",
+             tag_of(sp->t), (unsigned long long)sp->id, err ? ": " : "",
+             err ? qm_strerror(err) : "");
+  else
+    app_logm(lvl, "tunnel", "%s: conn %llu session %llu stream %lld closed%s%s",
+             tag_of(sp->t), (unsigned long long)sp->id,
+             (unsigned long long)qm_stream_session_id(st),
+             (long long)qm_stream_id(st), err ? ": " : "",
+             err ? qm_strerror(err) : "");
   sp->st = NULL;
   if (err) {
     /* abort the TCP side with RST, so the application sees the failure */
@@ -185,8 +208,12 @@ static void st_on_close(qm_stream *st, int err, void *ud) {
 }
 
 static void st_on_open(qm_stream *st, void *ud) {
-  (void)st;
-  (void)ud;
+  conn_splice *sp = ud;
+  app_logm(QM_LOG_DEBUG, "tunnel",
+           "%s: conn %llu -> session %llu stream %lld open", tag_of(sp->t),
+           (unsigned long long)sp->id,
+           (unsigned long long)qm_stream_session_id(st),
+           (long long)qm_stream_id(st));
 }
 
 static const qm_stream_cbs splice_cbs = {
@@ -199,6 +226,7 @@ static conn_splice *splice_new(tunnel *t, int fd) {
   if (!sp)
     return NULL;
   sp->t = t;
+  sp->id = ++t->next_conn;
   sp->fd = fd;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   ev_io_init(&sp->rio, tcp_read_cb, fd, EV_READ);
@@ -230,6 +258,9 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents) {
     rv = qm_dial(t->dialer, t->server_host, t->server_port, &splice_cbs, sp,
                  &sp->st);
     if (rv != 0) {
+      app_logm(QM_LOG_INFO, "tunnel", "%s: conn %llu: dial %s port %u: %s",
+               tag_of(t), (unsigned long long)sp->id, t->server_host,
+               t->server_port, qm_strerror(rv));
       /* a failed dial fails this one connection only */
       t->stats.failed++;
       splice_free(sp);
@@ -311,6 +342,10 @@ static void on_stream(qm_listener *l, qm_stream *st, void *ud) {
   }
   sp->st = st;
   qm_stream_set_callbacks(st, &splice_cbs, sp);
+  app_logm(QM_LOG_DEBUG, "tunnel", "%s: conn %llu <- session %llu stream %lld",
+           tag_of(t), (unsigned long long)sp->id,
+           (unsigned long long)qm_stream_session_id(st),
+           (long long)qm_stream_id(st));
   if (connect(fd, (struct sockaddr *)&t->target, t->targetlen) != 0) {
     if (errno != EINPROGRESS) {
       t->stats.failed++;
@@ -337,8 +372,8 @@ int tunnel_server_new(tunnel **out, struct ev_loop *loop,
   t->lfd = -1;
   memcpy(&t->target, target, targetlen);
   t->targetlen = targetlen;
-  rv = qm_listener_new(&t->listener, loop, listen_addr, listenlen, s,
-                       on_stream, t);
+  rv = qm_listener_new(&t->listener, loop, listen_addr, listenlen, s, on_stream,
+                       t);
   if (rv != 0) {
     snprintf(err, errlen, "cannot listen: %s", qm_strerror(rv));
     tunnel_free(t);
@@ -365,20 +400,32 @@ void tunnel_free(tunnel *t) {
   qm_dialer_free(t->dialer);
   qm_listener_free(t->listener);
   free(t->server_host);
+  free(t->tag);
   free(t);
 }
 
-void tunnel_get_stats(const tunnel *t, tunnel_stats *st) { *st = t->stats; }
+void tunnel_get_stats(const tunnel *t, tunnel_stats *st) {
+  *st = t->stats;
+}
+
+int tunnel_set_tag(tunnel *t, const char *tag) {
+  char *d = tag ? strdup(tag) : NULL;
+  if (tag && !d)
+    return QM_ENOMEM;
+  free(t->tag);
+  t->tag = d;
+  return 0;
+}
 
 void tunnel_describe(const tunnel *t, char *buf, size_t len) {
   if (t->dialer) {
     qm_dialer_stats ds;
     qm_dialer_get_stats(t->dialer, &ds);
     snprintf(buf, len,
-             "client: %llu connections (%llu open, %llu failed), "
+             "%s: %llu connections (%llu open, %llu failed), "
              "%zu sessions (%zu handshaking), %zu streams, "
              "%llu bytes up, %llu bytes down, %llu bad datagrams",
-             (unsigned long long)t->stats.accepted,
+             tag_of(t), (unsigned long long)t->stats.accepted,
              (unsigned long long)t->stats.active,
              (unsigned long long)t->stats.failed, ds.sessions, ds.handshaking,
              ds.streams, (unsigned long long)t->stats.bytes_up,
@@ -388,10 +435,10 @@ void tunnel_describe(const tunnel *t, char *buf, size_t len) {
     qm_listener_stats ls;
     qm_listener_get_stats(t->listener, &ls);
     snprintf(buf, len,
-             "server: %llu streams (%llu open, %llu failed), %zu sessions "
+             "%s: %llu streams (%llu open, %llu failed), %zu sessions "
              "(%llu accepted), %llu bytes up, %llu bytes down, "
              "%llu bad datagrams",
-             (unsigned long long)t->stats.accepted,
+             tag_of(t), (unsigned long long)t->stats.accepted,
              (unsigned long long)t->stats.active,
              (unsigned long long)t->stats.failed, ls.sessions,
              (unsigned long long)ls.accepted_sessions,

@@ -42,6 +42,8 @@ int tunnel_local_addr(const tunnel *t, struct sockaddr_storage *ss,
 void tunnel_stop_accepting(tunnel *t);
 void tunnel_free(tunnel *t);
 void tunnel_get_stats(const tunnel *t, tunnel_stats *st);
+/* Name the tunnel in logs and stats (default "client" / "server"). */
+int tunnel_set_tag(tunnel *t, const char *tag);
 /* One line describing the tunnel's state (sessions, streams, datagrams). */
 void tunnel_describe(const tunnel *t, char *buf, size_t len);
 

@@ -1,0 +1,564 @@
+/* The option table, one tunnel's settings, --help and the man page. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include <gnutls/gnutls.h>
+
+#include "app.h"
+#include "opts.h"
+#include "tunnel.h"
+
+#define CS (MODE_CLIENT | MODE_SERVER)
+#define CSD (MODE_CLIENT | MODE_SERVER | MODE_DEMO)
+#define ALL (MODE_CLIENT | MODE_SERVER | MODE_DEMO | MODE_PLUGIN | MODE_CONFIG)
+
+/* clang-format off */
+const opt_def opt_table[] = {
+  {OPT_LISTEN, "listen", NULL, NULL, "listen", T_ADDR, 0, 0, CS, "HOST:PORT",
+   "client: TCP address to accept connections on; server: UDP address for "
+   "QUIC"},
+  {OPT_SERVER, "server", NULL, NULL, "server", T_ADDR, 0, 0, MODE_CLIENT,
+   "HOST:PORT", "QUIC server to carry connections to"},
+  {OPT_TARGET, "target", NULL, NULL, "target", T_ADDR, 0, 0, MODE_SERVER,
+   "HOST:PORT", "TCP address each stream is connected to"},
+  {OPT_TAG, "tag", NULL, NULL, "tag", T_STR, 0, 0, CS, "NAME",
+   "name of the tunnel in logs and stats"},
+  {OPT_SECURITY, "security", NULL, NULL,
+   "streamSettings.quicSettings.security", T_STR, 0, 0, CSD, "S",
+   "packet encryption: none, aes-128-gcm, chacha20-poly1305 (default none; "
+   "demo: aes-128-gcm)"},
+  {OPT_KEY, "key", NULL, NULL, "streamSettings.quicSettings.key", T_STR, 0, 0,
+   CSD, "K", "packet encryption key (default \"\")"},
+  {OPT_HEADER, "header", NULL, NULL, "streamSettings.quicSettings.header.type",
+   T_STR, 0, 0, CSD, "H",
+   "fake packet header: none, srtp, utp, wechat-video, dtls, wireguard "
+   "(default none)"},
+  {OPT_SNI, "sni", NULL, NULL, "streamSettings.tlsSettings.serverName", T_STR,
+   0, 0, MODE_CLIENT, "NAME",
+   "TLS server name; verifies the certificate for it unless --insecure "
+   "(default quic.internal.v2ray.com, unverified)"},
+  {OPT_INSECURE, "insecure", NULL, NULL,
+   "streamSettings.tlsSettings.allowInsecure", T_SWITCH, 0, 0, MODE_CLIENT,
+   NULL, "do not verify the server certificate"},
+  {OPT_CA, "ca", NULL, NULL,
+   "streamSettings.tlsSettings.certificates[].certificateFile", T_STR, 0, 0,
+   MODE_CLIENT, "FILE",
+   "PEM file of extra trusted certificates (turns verification on)"},
+  {OPT_NO_SYSTEM_ROOTS, "no-system-roots", NULL, NULL,
+   "streamSettings.tlsSettings.disableSystemRoot", T_SWITCH, 0, 0,
+   MODE_CLIENT, NULL, "trust only the --ca certificates, not the system's"},
+  {OPT_ALPN, "alpn", NULL, NULL, "streamSettings.tlsSettings.alpn", T_STR, 0,
+   0, CS, "LIST", "TLS ALPN protocols, comma separated (default h2,http/1.1)"},
+  {OPT_TLS_CERT, "tls-cert", NULL, NULL,
+   "streamSettings.tlsSettings.certificates[].certificateFile", T_STR, 0, 0,
+   MODE_SERVER, "FILE",
+   "certificate chain (PEM); default: a self-signed one made in memory"},
+  {OPT_TLS_KEY, "tls-key", NULL, NULL,
+   "streamSettings.tlsSettings.certificates[].keyFile", T_STR, 0, 0,
+   MODE_SERVER, "FILE", "private key (PEM)"},
+  {OPT_MAX_STREAMS, "max-streams", NULL, NULL, "maxStreams", T_NUM, 1, 65535,
+   MODE_SERVER, "N",
+   "concurrent streams per session, 1-65535 (default 32, as v2ray)"},
+  {OPT_IDLE, "idle-timeout", NULL, NULL, "idleTimeout", T_NUM, 1, 3600, CS,
+   "SEC", "session idle timeout, 1-3600 (default 30 client, 45 server)"},
+  {OPT_KEEPALIVE, "keepalive", NULL, NULL, "keepAlive", T_NUM, 0, 3600,
+   MODE_CLIENT, "SEC",
+   "send PINGs after SEC idle seconds, 0-3600 (default 0 = off)"},
+  {OPT_FWMARK, "fwmark", "fwmark", "fwmark", "streamSettings.sockopt.mark",
+   T_NUM, 0, 2147483647L, CS | MODE_PLUGIN, "MARK",
+   "SO_MARK on the QUIC UDP sockets, for policy routing (default 0 = none)"},
+  {OPT_LOG_LEVEL, "log-level", "loglevel", "loglevel", "log.level", T_STR, 0,
+   0, ALL, "L",
+   "debug, info, warning, error, none (default warning; demo: info)"},
+  {OPT_LOG_FILE, "log-file", NULL, NULL, "log.file", T_STR, 0, 0,
+   CS | MODE_PLUGIN | MODE_CONFIG, "FILE",
+   "append log lines to FILE instead of stderr; SIGHUP reopens it"},
+  {OPT_CONFIG, "config", NULL, NULL, NULL, T_STR, 0, 0, MODE_CONFIG, "FILE",
+   "run the tunnels of a JSON config file (also -c FILE)"},
+  {OPT_CHECK, "check", NULL, NULL, NULL, T_SWITCH, 0, 0,
+   CS | MODE_PLUGIN | MODE_CONFIG, NULL,
+   "check the options (or the config file) and exit: 0 if good, 2 if not"},
+  {OPT_CONNECTIONS, "connections", NULL, NULL, NULL, T_NUM, 1, 1000,
+   MODE_DEMO, "N", "demo: concurrent connections, 1-1000 (default 4)"},
+  {OPT_MIB, "mib", NULL, NULL, NULL, T_NUM, 1, 4096, MODE_DEMO, "M",
+   "demo: MiB each connection sends and gets back, 1-4096 (default 16)"},
+  {OPT_HELP, "help", NULL, NULL, NULL, T_SWITCH, 0, 0, ALL, NULL,
+   "show this help"},
+  {OPT_VERSION, "version", NULL, NULL, NULL, T_SWITCH, 0, 0, ALL, NULL,
+   "print the version"},
+  {OPT_MAN, "man", NULL, NULL, NULL, T_SWITCH, 0, 0, MODE_HIDDEN, NULL,
+   "print the man page (roff)"},
+
+  {OPT_P_SERVER, NULL, "server", "server", NULL, T_SWITCH, 0, 0, MODE_PLUGIN,
+   NULL, "run as the server end (the plugin of ss-server); as in "
+   "ss-v2ray-plugin the key's value is not looked at"},
+  {OPT_P_MODE, NULL, "mode", "mode", NULL, T_STR, 0, 0, MODE_PLUGIN, "MODE",
+   "transport: only quic (default quic; ss-v2ray-plugin's default is "
+   "websocket, so give it mode=quic)"},
+  {OPT_P_HOST, NULL, "host", "host", NULL, T_STR, 0, 0, MODE_PLUGIN, "NAME",
+   "TLS name: sent as SNI and checked against the server certificate; the "
+   "server's default certificate paths use it (default cloudfront.com)"},
+  {OPT_P_TLS, NULL, "tls", "tls", NULL, T_SWITCH, 0, 0, MODE_PLUGIN, NULL,
+   "accepted: TLS is always on in quic mode"},
+  {OPT_P_CERT, NULL, "cert", "cert", NULL, T_STR, 0, 0, MODE_PLUGIN, "FILE",
+   "client: PEM certificate trusted besides the system roots; server: "
+   "certificate chain (default ~/.acme.sh/HOST/fullchain.cer)"},
+  {OPT_P_CERTRAW, NULL, "certRaw", "certRaw", NULL, T_STR, 0, 0, MODE_PLUGIN,
+   "BASE64", "the certificate as the base64 text between the BEGIN and END "
+   "lines of a PEM file; cert wins if both are given"},
+  {OPT_P_KEY, NULL, "key", "key", NULL, T_STR, 0, 0, MODE_PLUGIN, "FILE",
+   "server: private key (default ~/.acme.sh/HOST/HOST.key)"},
+  {OPT_P_PATH, NULL, "path", "path", NULL, T_STR, 0, 0, MODE_PLUGIN, "PATH",
+   "websocket only: accepted and ignored"},
+  {OPT_P_MUX, NULL, "mux", "mux", NULL, T_NUM, -2147483647L, 2147483647L,
+   MODE_PLUGIN, "N", "websocket only: accepted and ignored"},
+  {OPT_P_FASTOPEN, NULL, "fast-open", "fastOpen", NULL, T_SWITCH, 0, 0,
+   MODE_PLUGIN, NULL, "TCP fast open: accepted, no effect on QUIC"},
+  {OPT_P_VPN, NULL, "V", "__android_vpn", NULL, T_SWITCH, 0, 0, MODE_PLUGIN,
+   NULL, "Android VPN mode: accepted, no effect"},
+  {OPT_P_LOCALADDR, NULL, "localAddr", "localAddr", NULL, T_STR, 0, 0,
+   MODE_PLUGIN, "ADDR",
+   "client: TCP listen address; server: UDP listen address(es), several "
+   "separated by '|' (default 127.0.0.1; SIP003: from SS_LOCAL_HOST, or "
+   "SS_REMOTE_HOST on the server)"},
+  {OPT_P_LOCALPORT, NULL, "localPort", "localPort", NULL, T_NUM, 1, 65535,
+   MODE_PLUGIN, "PORT", "port of localAddr (default 1984)"},
+  {OPT_P_REMOTEADDR, NULL, "remoteAddr", "remoteAddr", NULL, T_STR, 0, 0,
+   MODE_PLUGIN, "ADDR",
+   "client: QUIC server; server: TCP target (default 127.0.0.1; SIP003: "
+   "from SS_REMOTE_HOST, or SS_LOCAL_HOST on the server)"},
+  {OPT_P_REMOTEPORT, NULL, "remotePort", "remotePort", NULL, T_NUM, 1, 65535,
+   MODE_PLUGIN, "PORT", "port of remoteAddr (default 1080)"},
+};
+/* clang-format on */
+const size_t opt_count = sizeof(opt_table) / sizeof(opt_table[0]);
+
+const opt_def *opt_by_id(opt_id id) {
+  size_t i;
+  for (i = 0; i < opt_count; i++)
+    if (opt_table[i].id == id)
+      return &opt_table[i];
+  return NULL;
+}
+
+const opt_def *opt_by_flag(const char *name) {
+  size_t i;
+  for (i = 0; i < opt_count; i++)
+    if (opt_table[i].flag && !strcmp(opt_table[i].flag, name))
+      return &opt_table[i];
+  return NULL;
+}
+
+const opt_def *opt_by_pflag(const char *name) {
+  size_t i;
+  for (i = 0; i < opt_count; i++)
+    if (opt_table[i].pflag && !strcmp(opt_table[i].pflag, name))
+      return &opt_table[i];
+  return NULL;
+}
+
+const opt_def *opt_by_pkey(const char *key) {
+  size_t i;
+  for (i = 0; i < opt_count; i++)
+    if (opt_table[i].pkey && !strcmp(opt_table[i].pkey, key))
+      return &opt_table[i];
+  return NULL;
+}
+
+const opt_def *opt_by_json_key(const char *key) {
+  size_t i;
+  for (i = 0; i < opt_count; i++) {
+    const opt_def *o = &opt_table[i];
+    if (o->json && !strchr(o->json, '.') && (o->modes & CS) &&
+        !strcasecmp(o->json, key))
+      return o;
+  }
+  return NULL;
+}
+
+int opt_num(const opt_def *o, const char *where, const char *v, long *out,
+            char *err, size_t errlen) {
+  char *end;
+  long n;
+  errno = 0;
+  n = strtol(v, &end, 10);
+  if (!*v || *end || errno || n < o->lo || n > o->hi) {
+    snprintf(err, errlen, "%s '%s': want a whole number from %ld to %ld", where,
+             v, o->lo, o->hi);
+    return -1;
+  }
+  *out = n;
+  return 0;
+}
+
+/* ---- one tunnel ---- */
+
+void tunnel_cfg_init(tunnel_cfg *c, unsigned role, opt_style style,
+                     const char *prefix) {
+  memset(c, 0, sizeof(*c));
+  c->role = role;
+  c->style = style;
+  qm_settings_default(&c->s);
+  if (prefix)
+    c->prefix = tunnel_cfg_strdup(c, prefix);
+}
+
+void tunnel_cfg_free(tunnel_cfg *c) {
+  size_t i;
+  for (i = 0; i < c->nowned; i++)
+    free(c->owned[i]);
+  free(c->owned);
+  c->owned = NULL;
+  c->nowned = 0;
+}
+
+const char *tunnel_cfg_strdup(tunnel_cfg *c, const char *s) {
+  char **v;
+  char *d = strdup(s ? s : "");
+  if (!d)
+    return NULL;
+  v = realloc(c->owned, (c->nowned + 1) * sizeof(*v));
+  if (!v) {
+    free(d);
+    return NULL;
+  }
+  c->owned = v;
+  c->owned[c->nowned++] = d;
+  return d;
+}
+
+const char *tunnel_cfg_name(const tunnel_cfg *c, opt_id id, char *buf,
+                            size_t len) {
+  const opt_def *o = opt_by_id(id);
+  if (c->where[id - OPT__FIRST])
+    return c->where[id - OPT__FIRST];
+  if (!o)
+    return "?";
+  if (c->style == STYLE_JSON && o->json)
+    snprintf(buf, len, "%s.%s", c->prefix ? c->prefix : "tunnel", o->json);
+  else if (c->style == STYLE_PLUGIN && o->pkey)
+    snprintf(buf, len, "plugin option '%s'", o->pkey);
+  else
+    snprintf(buf, len, "--%s", o->flag ? o->flag : "?");
+  return buf;
+}
+
+static int set_where(tunnel_cfg *c, opt_id id, const char *where) {
+  const char *w = where ? tunnel_cfg_strdup(c, where) : NULL;
+  if (where && !w)
+    return -1;
+  c->where[id - OPT__FIRST] = w;
+  return 0;
+}
+
+int tunnel_cfg_set(tunnel_cfg *c, const opt_def *o, const char *where,
+                   const char *value, char *err, size_t errlen) {
+  const char *v = NULL;
+  long n;
+  char nbuf[128];
+  if (!where)
+    where = tunnel_cfg_name(c, o->id, nbuf, sizeof(nbuf));
+  if (set_where(c, o->id, where) != 0)
+    goto nomem;
+  where = c->where[o->id - OPT__FIRST];
+  if (value && o->type != T_NUM && o->type != T_SWITCH) {
+    v = tunnel_cfg_strdup(c, value);
+    if (!v)
+      goto nomem;
+  }
+  if (o->type == T_NUM && opt_num(o, where, value, &n, err, errlen) != 0)
+    return -1;
+  switch (o->id) {
+  case OPT_LISTEN:
+    c->listen = v;
+    break;
+  case OPT_SERVER:
+  case OPT_TARGET:
+    c->remote = v;
+    break;
+  case OPT_TAG:
+    c->tag = v;
+    break;
+  case OPT_SECURITY:
+    if (qm_security_parse(v, &c->s.security) != 0) {
+      snprintf(err, errlen,
+               "%s '%s': want none, aes-128-gcm or chacha20-poly1305", where,
+               v);
+      return -1;
+    }
+    break;
+  case OPT_KEY:
+    c->s.key = v;
+    break;
+  case OPT_HEADER:
+    if (qm_header_parse(v, &c->s.header) != 0) {
+      snprintf(err, errlen,
+               "%s '%s': want none, srtp, utp, wechat-video, dtls or "
+               "wireguard",
+               where, v);
+      return -1;
+    }
+    break;
+  case OPT_SNI:
+    if (!*v) {
+      snprintf(err, errlen, "%s: empty name", where);
+      return -1;
+    }
+    c->s.server_name = v;
+    c->sni_set = 1;
+    break;
+  case OPT_INSECURE:
+    c->insecure_set = 1;
+    break;
+  case OPT_CA:
+    c->s.ca_file = v;
+    c->ca_set = 1;
+    break;
+  case OPT_NO_SYSTEM_ROOTS:
+    c->s.no_system_roots = 1;
+    break;
+  case OPT_ALPN:
+    c->s.alpn = v;
+    break;
+  case OPT_TLS_CERT:
+    c->s.cert_file = v;
+    break;
+  case OPT_TLS_KEY:
+    c->s.key_file = v;
+    break;
+  case OPT_MAX_STREAMS:
+    c->s.max_streams_bidi = (uint32_t)n;
+    break;
+  case OPT_IDLE:
+    c->s.idle_timeout_ms = 1000ull * (uint64_t)n;
+    break;
+  case OPT_KEEPALIVE:
+    c->s.keepalive_ms = 1000ull * (uint64_t)n;
+    break;
+  case OPT_FWMARK:
+    c->s.fwmark = (int)n;
+    break;
+  default:
+    snprintf(err, errlen, "%s: not a tunnel option", where);
+    return -1;
+  }
+  return 0;
+nomem:
+  snprintf(err, errlen, "out of memory");
+  return -1;
+}
+
+void tunnel_cfg_cli_finish(tunnel_cfg *c) {
+  /* Verification: on when TLS settings are given, unless --insecure. */
+  c->s.insecure = c->insecure_set || (!c->sni_set && !c->ca_set);
+  c->warn_unverified =
+      c->role == MODE_CLIENT && c->s.insecure && !c->insecure_set;
+}
+
+/* ---- checks before anything starts ---- */
+
+int tls_check_pair(const char *cert, const char *key, char *err,
+                   size_t errlen) {
+  gnutls_certificate_credentials_t cred;
+  int rv;
+  if (gnutls_certificate_allocate_credentials(&cred) < 0) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  rv = gnutls_certificate_set_x509_key_file(cred, cert, key,
+                                            GNUTLS_X509_FMT_PEM);
+  gnutls_certificate_free_credentials(cred);
+  if (rv < 0) {
+    snprintf(err, errlen, "%s", gnutls_strerror(rv));
+    return -1;
+  }
+  return 0;
+}
+
+int tls_check_ca(const char *file, char *err, size_t errlen) {
+  gnutls_certificate_credentials_t cred;
+  int rv;
+  if (gnutls_certificate_allocate_credentials(&cred) < 0) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  rv = gnutls_certificate_set_x509_trust_file(cred, file, GNUTLS_X509_FMT_PEM);
+  gnutls_certificate_free_credentials(cred);
+  if (rv <= 0) {
+    snprintf(err, errlen, "%s",
+             rv < 0 ? gnutls_strerror(rv) : "no certificate in it");
+    return -1;
+  }
+  return 0;
+}
+
+static int check_readable(const tunnel_cfg *c, opt_id id, const char *path,
+                          char *err, size_t errlen) {
+  char nb[160];
+  if (access(path, R_OK) != 0) {
+    snprintf(err, errlen, "%s '%s': %s", tunnel_cfg_name(c, id, nb, sizeof(nb)),
+             path, strerror(errno));
+    return -1;
+  }
+  return 0;
+}
+
+static int check_addr(tunnel_cfg *c, opt_id id, const char *v, char *host,
+                      uint16_t *port, int port_zero_ok, int resolve,
+                      struct sockaddr_storage *ss, socklen_t *sslen, char *err,
+                      size_t errlen) {
+  char nb[160], e[300];
+  const char *name = tunnel_cfg_name(c, id, nb, sizeof(nb));
+  if (!v) {
+    const opt_def *o = opt_by_id(id);
+    if (c->style == STYLE_JSON)
+      snprintf(err, errlen, "%s: missing (want \"%s\")", name, o->arg);
+    else
+      snprintf(err, errlen, "missing %s %s", name, o->arg);
+    return -1;
+  }
+  if (qm_split_hostport(v, host, 256, port, e, sizeof(e)) != 0) {
+    snprintf(err, errlen, "%s %s", name, e);
+    return -1;
+  }
+  if (*port == 0 && !port_zero_ok) {
+    snprintf(err, errlen, "%s '%s': port must be from 1 to 65535", name, v);
+    return -1;
+  }
+  if (resolve && tunnel_resolve(host, *port, id == OPT_LISTEN, ss, sslen)) {
+    snprintf(err, errlen, "%s '%s': cannot resolve '%s'", name, v, host);
+    return -1;
+  }
+  return 0;
+}
+
+int tunnel_cfg_check(tunnel_cfg *c, char *err, size_t errlen) {
+  char nb[160], nb2[160], e[256];
+  if (check_addr(c, OPT_LISTEN, c->listen, c->listen_host, &c->listen_port, 1,
+                 1, &c->listen_addr, &c->listen_len, err, errlen) != 0)
+    return -1;
+  if (c->role == MODE_CLIENT) {
+    if (check_addr(c, OPT_SERVER, c->remote, c->remote_host, &c->remote_port, 0,
+                   0, NULL, NULL, err, errlen) != 0)
+      return -1;
+    if (c->s.ca_file) {
+      if (check_readable(c, OPT_CA, c->s.ca_file, err, errlen) != 0)
+        return -1;
+      if (tls_check_ca(c->s.ca_file, e, sizeof(e)) != 0) {
+        snprintf(err, errlen, "%s '%s': %s",
+                 tunnel_cfg_name(c, OPT_CA, nb, sizeof(nb)), c->s.ca_file, e);
+        return -1;
+      }
+    }
+    if (!c->s.insecure && c->s.no_system_roots && !c->s.ca_file) {
+      snprintf(err, errlen,
+               "%s without %s: no certificate could ever be trusted",
+               tunnel_cfg_name(c, OPT_NO_SYSTEM_ROOTS, nb, sizeof(nb)),
+               tunnel_cfg_name(c, OPT_CA, nb2, sizeof(nb2)));
+      return -1;
+    }
+  } else {
+    if (check_addr(c, OPT_TARGET, c->remote, c->remote_host, &c->remote_port, 0,
+                   1, &c->remote_addr, &c->remote_len, err, errlen) != 0)
+      return -1;
+    if ((c->s.cert_file != NULL) != (c->s.key_file != NULL)) {
+      snprintf(err, errlen, "%s and %s go together",
+               tunnel_cfg_name(c, OPT_TLS_CERT, nb, sizeof(nb)),
+               tunnel_cfg_name(c, OPT_TLS_KEY, nb2, sizeof(nb2)));
+      return -1;
+    }
+    if (c->s.cert_file) {
+      if (check_readable(c, OPT_TLS_CERT, c->s.cert_file, err, errlen) != 0 ||
+          check_readable(c, OPT_TLS_KEY, c->s.key_file, err, errlen) != 0)
+        return -1;
+      if (tls_check_pair(c->s.cert_file, c->s.key_file, e, sizeof(e)) != 0) {
+        snprintf(err, errlen, "%s '%s' with %s '%s': %s",
+                 tunnel_cfg_name(c, OPT_TLS_CERT, nb, sizeof(nb)),
+                 c->s.cert_file,
+                 tunnel_cfg_name(c, OPT_TLS_KEY, nb2, sizeof(nb2)),
+                 c->s.key_file, e);
+        return -1;
+      }
+    }
+  }
+  return 0;
+}
+
+void tunnel_cfg_describe(const tunnel_cfg *c, char *buf, size_t len) {
+  char tls[300];
+  if (c->role == MODE_SERVER)
+    snprintf(tls, sizeof(tls), "certificate %s",
+             c->s.cert_file ? c->s.cert_file : "self-signed");
+  else if (c->s.insecure)
+    snprintf(tls, sizeof(tls), "server certificate not verified");
+  else
+    snprintf(tls, sizeof(tls), "server certificate verified for %s",
+             c->s.server_name ? c->s.server_name : "quic.internal.v2ray.com");
+  snprintf(buf, len, "%s on %s %s, %s %s (security %s, header %s, TLS %s)",
+           c->role == MODE_CLIENT ? "client" : "server",
+           c->role == MODE_CLIENT ? "tcp" : "udp", c->listen,
+           c->role == MODE_CLIENT ? "server" : "target", c->remote,
+           qm_security_name(c->s.security), qm_header_name(c->s.header), tls);
+}
+
+/* ---- temporary files ---- */
+
+static char **tmp_paths;
+static size_t ntmp;
+
+const char *app_tmpfile(const char *what, const void *data, size_t len,
+                        char *err, size_t errlen) {
+  const char *dir = getenv("TMPDIR");
+  char *path, **v;
+  size_t plen, off = 0;
+  int fd;
+  if (!dir || !*dir)
+    dir = "/tmp";
+  plen = strlen(dir) + strlen(what) + 32;
+  path = malloc(plen);
+  v = realloc(tmp_paths, (ntmp + 1) * sizeof(*v));
+  if (!path || !v) {
+    free(path);
+    snprintf(err, errlen, "out of memory");
+    return NULL;
+  }
+  tmp_paths = v;
+  snprintf(path, plen, "%s/quicmux-%s-XXXXXX", dir, what);
+  fd = mkstemp(path); /* mode 0600 */
+  if (fd < 0) {
+    snprintf(err, errlen, "cannot make a temporary file in %s: %s", dir,
+             strerror(errno));
+    free(path);
+    return NULL;
+  }
+  if (ntmp == 0)
+    atexit(app_tmpfiles_remove);
+  tmp_paths[ntmp++] = path;
+  while (off < len) {
+    ssize_t n = write(fd, (const char *)data + off, len - off);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0) {
+      snprintf(err, errlen, "cannot write %s: %s", path, strerror(errno));
+      close(fd);
+      return NULL;
+    }
+    off += (size_t)n;
+  }
+  close(fd);
+  return path;
+}
+
+void app_tmpfiles_remove(void) {
+  size_t i;
+  for (i = 0; i < ntmp; i++) {
+    unlink(tmp_paths[i]);
+    free(tmp_paths[i]);
+  }
+  free(tmp_paths);
+  tmp_paths = NULL;
+  ntmp = 0;
+}
