@@ -84,7 +84,7 @@ void qm_settings_default(qm_settings *s) {
   s->handshake_timeout_ms = 8000;
   s->stream_buffer = 1024 * 1024;
   s->conn_window = 8 * 1024 * 1024;
-  s->keepalive_ms = 10000;
+  s->keepalive_ms = 5000;
   s->session_idle_ms = 25000;
   s->max_sessions_per_dest = 64;
   s->max_sessions = 0; /* role default: 1024 client, 4096 server */

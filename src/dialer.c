@@ -184,7 +184,7 @@ static void sess_on_requeue(qm_session *s, qm_stream *st, int failed,
     if (st->addr_idx + 1 >= st->addrs->n) {
       QM_WARN("dialer", "no address of the server answered (%zu tried)",
               st->addrs->n);
-      fail_stream(r->d, st, QM_ETIMEDOUT);
+      fail_stream(r->d, st, qm_session_close_error(s));
       return;
     }
     st->addr_idx++;

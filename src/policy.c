@@ -12,25 +12,28 @@ int qm_policy_can_take(qm_policy_state st, int suspect, size_t npending,
   return bidi_left > npending;
 }
 
-qm_health qm_policy_health(qm_policy_state st, size_t pto_count, int suspect,
-                           uint64_t suspect_since, uint64_t now) {
-  if (st != QM_POLICY_ESTABLISHED)
+qm_health qm_policy_health(const qm_health_facts *f) {
+  uint64_t limit = QM_POLICY_SILENCE_PTOS * f->pto;
+  int owed = f->bytes_in_flight > 0 || f->pto_count > 0;
+  if (limit < QM_POLICY_SILENCE_NS)
+    limit = QM_POLICY_SILENCE_NS;
+  if (f->state != QM_POLICY_ESTABLISHED)
     return QM_HEALTH_OK;
-  if (pto_count >= QM_POLICY_SUSPECT_PTO) {
-    if (!suspect)
-      return QM_HEALTH_SUSPECT;
-    if (now > suspect_since && now - suspect_since > QM_POLICY_DEAD_AFTER_NS)
-      return QM_HEALTH_DEAD;
-    return QM_HEALTH_OK;
-  }
-  if (suspect && pto_count == 0)
+  if (!f->suspect)
+    return owed && f->silence >= limit ? QM_HEALTH_SUSPECT : QM_HEALTH_OK;
+  /* heard from after it became suspect */
+  if (f->now >= f->suspect_since && f->silence < f->now - f->suspect_since)
     return QM_HEALTH_RECOVER;
+  if (f->now > f->suspect_since &&
+      f->now - f->suspect_since > QM_POLICY_DEAD_AFTER_NS)
+    return QM_HEALTH_DEAD;
   return QM_HEALTH_OK;
 }
 
 int qm_policy_can_retry(uint64_t bytes_acked, uint64_t bytes_received,
-                        int fin_received, int reset) {
-  return bytes_acked == 0 && bytes_received == 0 && !fin_received && !reset;
+                        int fin_received, int reset, int heard_since_open) {
+  return bytes_acked == 0 && bytes_received == 0 && !fin_received && !reset &&
+         !heard_since_open;
 }
 
 int qm_policy_may_open_session(size_t sessions_here, size_t sessions_all,

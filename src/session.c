@@ -47,6 +47,9 @@ struct qm_session {
   int blocked; /* waiting for the endpoint to drain */
   int suspect; /* several PTOs without an ack: the path looks dead */
   ngtcp2_tstamp suspect_since;
+  ngtcp2_tstamp last_rx; /* last packet from the peer */
+  ngtcp2_tstamp owed_since; /* first send while nothing was in flight */
+  ev_timer health_timer; /* client: watches the path while carrying streams */
   int died_handshaking;
   ngtcp2_connection_close_error last_error;
   uint64_t keepalive_ms;
@@ -59,6 +62,9 @@ struct qm_session {
 static void session_schedule(qm_session *s) { qm_io_defer(s->io, &s->task); }
 
 uint64_t qm_session_id(const qm_session *s) { return s->id; }
+int qm_session_close_error(const qm_session *s) {
+  return s->close_err ? s->close_err : QM_ECLOSED;
+}
 qm_session_state qm_session_state_of(const qm_session *s) { return s->state; }
 size_t qm_session_stream_count(const qm_session *s) { return s->nstreams; }
 int qm_session_is_active(const qm_session *s) {
@@ -207,6 +213,7 @@ static void session_set_dead(qm_session *s, int err) {
   s->state = QM_SESS_DEAD;
   ev_timer_stop(s->io->loop, &s->timer);
   ev_timer_stop(s->io->loop, &s->idle_timer);
+  ev_timer_stop(s->io->loop, &s->health_timer);
   session_schedule(s);
 }
 
@@ -298,6 +305,11 @@ static void streams_changed(qm_session *s, size_t before) {
     ev_timer_set(&s->idle_timer, (double)t.idle_close_ms / 1000., 0.);
     ev_timer_start(s->io->loop, &s->idle_timer);
   }
+  /* the path is watched only while connections depend on it */
+  if (s->nstreams > 0)
+    ev_timer_again(s->io->loop, &s->health_timer);
+  else
+    ev_timer_stop(s->io->loop, &s->health_timer);
 }
 
 /* Move the streams that never heard from the peer and had nothing
@@ -314,7 +326,8 @@ static void retry_unanswered(qm_session *s) {
     next = st->next;
     if (st->ghost || st->id < 0 || st->closed || st->wire_closed ||
         !qm_policy_can_retry(st->s_acked, st->r_total, st->fin_rcvd,
-                             (st->events & QM_SEV_RESET) != 0))
+                             (st->events & QM_SEV_RESET) != 0,
+                             s->last_rx > st->open_ts))
       continue;
     if (!(g = qm_stream_split_for_retry(st)))
       continue;
@@ -337,22 +350,36 @@ static void retry_unanswered(qm_session *s) {
   }
 }
 
-/* Dead-path detection from loss recovery (policy.h): several probe
- * timeouts in a row make the session take no new stream; staying so ends
- * it, so open connections fail instead of hanging until the idle timeout. */
+/* Dead-path detection (policy.h): the peer owes an acknowledgement and has
+ * been silent too long -> the session takes no new stream and moves the
+ * streams it never heard about; still silent 8 s later -> closed, so open
+ * connections fail instead of hanging until the idle timeout. */
 static void check_health(qm_session *s) {
   ngtcp2_conn_stat cs;
+  qm_health_facts f;
   ngtcp2_tstamp now = qm_now_ns();
   if (s->state != QM_SESS_ESTABLISHED)
     return;
   ngtcp2_conn_get_conn_stat(s->conn, &cs);
-  switch (qm_policy_health(policy_state(s), cs.pto_count, s->suspect,
-                           s->suspect_since, now)) {
+  f.state = policy_state(s);
+  f.pto_count = cs.pto_count;
+  f.bytes_in_flight = cs.bytes_in_flight;
+  {
+    /* silence counts from when the peer started to owe us an answer */
+    ngtcp2_tstamp from = QM_MAX(s->last_rx, s->owed_since);
+    f.silence = now > from ? now - from : 0;
+  }
+  f.pto = cs.smoothed_rtt + QM_MAX(4 * cs.rttvar, NGTCP2_MILLISECONDS) +
+          26 * NGTCP2_MILLISECONDS; /* + the peer's max_ack_delay */
+  f.suspect = s->suspect;
+  f.suspect_since = s->suspect_since;
+  f.now = now;
+  switch (qm_policy_health(&f)) {
   case QM_HEALTH_SUSPECT:
     s->suspect = 1;
     s->suspect_since = now;
-    QM_INFO("session", "session %llu: no answer for %zu probes, taking it "
-            "out of the pool", (unsigned long long)s->id, cs.pto_count);
+    QM_INFO("session", "session %llu: no answer for %.1f s, taking it out "
+            "of the pool", (unsigned long long)s->id, (double)f.silence / 1e9);
     retry_unanswered(s);
     break;
   case QM_HEALTH_DEAD:
@@ -368,6 +395,15 @@ static void check_health(qm_session *s) {
   case QM_HEALTH_OK:
     break;
   }
+}
+
+#define QM_HEALTH_INTERVAL 0.25 /* seconds */
+
+static void health_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+  qm_session *s = w->data;
+  (void)loop;
+  (void)revents;
+  check_health(s);
 }
 
 /* ---- timer ---- */
@@ -491,6 +527,12 @@ static void session_write(qm_session *s) {
   }
   if (wrote && qm_endpoint_flush(s->ep) != 0)
     s->blocked = 1;
+  if (wrote && !s->owed_since) {
+    ngtcp2_conn_stat cs;
+    ngtcp2_conn_get_conn_stat(s->conn, &cs);
+    if (cs.bytes_in_flight > 0)
+      s->owed_since = ts;
+  }
   /* Pacing from the default 333 ms initial RTT holds the handshake back by
    * a PTO; start pacing once the handshake is done (SPEC §13 item 5). */
   if (ngtcp2_conn_get_handshake_completed(s->conn))
@@ -920,6 +962,9 @@ static int session_alloc(qm_session **out, qm_io *io, qm_tls_ctx *tls,
   x->session_idle_ms = s->session_idle_ms;
   ev_timer_init(&x->idle_timer, idle_cb, 0., 0.);
   x->idle_timer.data = x;
+  ev_timer_init(&x->health_timer, health_cb, 0., QM_HEALTH_INTERVAL);
+  x->last_rx = qm_now_ns();
+  x->health_timer.data = x;
   memcpy(&x->remote, peer, peerlen);
   x->remotelen = peerlen;
   x->task.run = task_run;
@@ -1098,6 +1143,13 @@ void qm_session_recv(qm_session *s, const struct sockaddr *from,
       return;
     }
   }
+  s->last_rx = qm_now_ns();
+  {
+    ngtcp2_conn_stat cs;
+    ngtcp2_conn_get_conn_stat(s->conn, &cs);
+    if (cs.bytes_in_flight == 0)
+      s->owed_since = 0; /* everything acknowledged */
+  }
   if (s->suspect)
     check_health(s);
   session_schedule(s);
@@ -1112,6 +1164,7 @@ static int try_open(qm_session *s, qm_stream *st) {
     return rv;
   st->id = id;
   st->opened = 1;
+  st->open_ts = qm_now_ns();
   /* Send a STREAM frame at once, even an empty one, so the server learns of
    * the stream and connects its target: protocols where the server speaks
    * first (SMTP, SSH banners, MySQL) need it. */
@@ -1175,6 +1228,7 @@ void qm_session_free(qm_session *s) {
     return;
   ev_timer_stop(s->io->loop, &s->timer);
   ev_timer_stop(s->io->loop, &s->idle_timer);
+  ev_timer_stop(s->io->loop, &s->health_timer);
   if (s->task.queued) {
     /* unlink from the io task list */
     qm_task **pp = &s->io->tasks;

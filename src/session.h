@@ -62,6 +62,8 @@ int qm_session_can_take(const qm_session *s);
 qm_session_state qm_session_state_of(const qm_session *s);
 size_t qm_session_stream_count(const qm_session *s);
 uint64_t qm_session_id(const qm_session *s);
+/* Why the session ended (QM_ETIMEDOUT, QM_EREFUSED, ...). */
+int qm_session_close_error(const qm_session *s);
 /* Send CONNECTION_CLOSE (application error 0) and go dead. */
 void qm_session_close(qm_session *s);
 /* Free now (no callbacks). Only the owner calls this. */

@@ -744,7 +744,8 @@ static int parse_tunnel(cfgctx *x, json_t *t, size_t idx, tunnel_cfg *c) {
       return fail(x, p,
                   "unknown key (allowed here: role, tag, listen, server, "
                   "target, streamSettings, maxStreams, idleTimeout, "
-                  "keepAlive)");
+                  "keepAlive, sessionIdle, maxSessions, maxSessionsPerServer, "
+                  "maxConnections, retry, congestion, drain)");
     if (json_is_null(v))
       continue;
     if (!(o->modes & r))

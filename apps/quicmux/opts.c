@@ -63,10 +63,34 @@ const opt_def opt_table[] = {
    MODE_SERVER, "N",
    "concurrent streams per session, 1-65535 (default 32, as v2ray)"},
   {OPT_IDLE, "idle-timeout", NULL, NULL, "idleTimeout", T_NUM, 1, 3600, CS,
-   "SEC", "session idle timeout, 1-3600 (default 30 client, 45 server)"},
+   "SEC", "QUIC idle timeout, 1-3600 (default 30 client, 45 server; v2ray "
+   "peers treat values under 5 as 5)"},
   {OPT_KEEPALIVE, "keepalive", NULL, NULL, "keepAlive", T_NUM, 0, 3600,
    MODE_CLIENT, "SEC",
-   "send PINGs after SEC idle seconds, 0-3600 (default 0 = off)"},
+   "PING after SEC quiet seconds while a session carries connections, so a "
+   "dead server is noticed; 0 = off (default 5)"},
+  {OPT_SESSION_IDLE, "session-idle", NULL, NULL, "sessionIdle", T_NUM, 0,
+   3600, MODE_CLIENT, "SEC",
+   "close a session that carried no connection for SEC seconds, freeing its "
+   "UDP socket; 0 = leave it to the idle timeout (default 25)"},
+  {OPT_MAX_SESSIONS, "max-sessions", NULL, NULL, "maxSessions", T_NUM, 1,
+   1000000, CS, "N",
+   "client: sessions to all servers (default 1024); server: client sessions "
+   "(default 4096); beyond it new connections are refused"},
+  {OPT_MAX_SESSIONS_DEST, "max-sessions-per-server", NULL, NULL,
+   "maxSessionsPerServer", T_NUM, 1, 1000000, MODE_CLIENT, "N",
+   "sessions to one server address (default 64)"},
+  {OPT_MAX_CONNS, "max-connections", NULL, NULL, "maxConnections", T_NUM, 1,
+   10000000, MODE_CLIENT, "N",
+   "connections (streams) open at once; more are refused (default 65536)"},
+  {OPT_RETRY, "retry", NULL, NULL, "retry", T_STR, 0, 0, MODE_SERVER, "MODE",
+   "QUIC Retry (client address validation): auto = only during a flood of "
+   "new sessions, always, never = as v2ray (default auto)"},
+  {OPT_CC, "cc", NULL, NULL, "congestion", T_STR, 0, 0, CSD, "ALGO",
+   "congestion control: cubic, reno, bbr, bbr2 (default cubic)"},
+  {OPT_DRAIN, "drain", NULL, NULL, "drain", T_NUM, 0, 600, CS, "SEC",
+   "on SIGTERM/SIGINT stop accepting and give open connections SEC seconds "
+   "to finish; a second signal stops at once (default 2)"},
   {OPT_FWMARK, "fwmark", "fwmark", "fwmark", "streamSettings.sockopt.mark",
    T_NUM, 0, 2147483647L, CS | MODE_PLUGIN, "MARK",
    "SO_MARK on the QUIC UDP sockets, for policy routing (default 0 = none)"},
@@ -201,6 +225,7 @@ void tunnel_cfg_init(tunnel_cfg *c, unsigned role, opt_style style,
   memset(c, 0, sizeof(*c));
   c->role = role;
   c->style = style;
+  c->drain_s = 2;
   qm_settings_default(&c->s);
   if (prefix)
     c->prefix = tunnel_cfg_strdup(c, prefix);
@@ -340,6 +365,41 @@ int tunnel_cfg_set(tunnel_cfg *c, const opt_def *o, const char *where,
     break;
   case OPT_FWMARK:
     c->s.fwmark = (int)n;
+    break;
+  case OPT_SESSION_IDLE:
+    c->s.session_idle_ms = 1000ull * (uint64_t)n;
+    break;
+  case OPT_MAX_SESSIONS:
+    c->s.max_sessions = (uint32_t)n;
+    break;
+  case OPT_MAX_SESSIONS_DEST:
+    c->s.max_sessions_per_dest = (uint32_t)n;
+    break;
+  case OPT_MAX_CONNS:
+    c->s.max_streams = (uint32_t)n;
+    break;
+  case OPT_RETRY:
+    if (!strcasecmp(v, "auto"))
+      c->s.retry = QM_RETRY_AUTO;
+    else if (!strcasecmp(v, "always"))
+      c->s.retry = QM_RETRY_ALWAYS;
+    else if (!strcasecmp(v, "never"))
+      c->s.retry = QM_RETRY_NEVER;
+    else {
+      snprintf(err, errlen, "%s '%s': want auto, always or never", where, v);
+      return -1;
+    }
+    break;
+  case OPT_CC:
+    if (qm_cc_parse(v) != 0) {
+      snprintf(err, errlen, "%s '%s': want cubic, reno, bbr or bbr2", where,
+               v);
+      return -1;
+    }
+    c->s.cc = v;
+    break;
+  case OPT_DRAIN:
+    c->drain_s = (int)n;
     break;
   default:
     snprintf(err, errlen, "%s: not a tunnel option", where);

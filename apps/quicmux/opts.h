@@ -45,6 +45,13 @@ typedef enum {
   OPT_IDLE,
   OPT_KEEPALIVE,
   OPT_FWMARK,
+  OPT_SESSION_IDLE,
+  OPT_MAX_SESSIONS,
+  OPT_MAX_SESSIONS_DEST,
+  OPT_MAX_CONNS,
+  OPT_RETRY,
+  OPT_CC,
+  OPT_DRAIN,
   OPT_LOG_LEVEL,
   OPT_LOG_FILE,
   OPT_CONFIG,
@@ -128,6 +135,7 @@ typedef struct tunnel_cfg {
   int sni_set;         /* --sni given */
   int ca_set;          /* --ca given */
   int warn_unverified; /* v2ray's default TLS: the certificate is unchecked */
+  int drain_s;         /* seconds open connections get on SIGTERM */
   /* after tunnel_cfg_check */
   char listen_host[256], remote_host[256];
   uint16_t listen_port, remote_port;

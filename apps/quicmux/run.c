@@ -12,12 +12,56 @@
 static tunnel **running;
 static size_t nrunning;
 static int stopping;
+static int drain_s;
+static ev_timer drain_w; /* checks every 100 ms whether all are done */
+static ev_tstamp drain_until;
 
-static void on_stop(struct ev_loop *loop, ev_signal *w, int revents) {
+static uint64_t open_connections(void) {
+  uint64_t n = 0;
+  size_t i;
+  for (i = 0; i < nrunning; i++)
+    n += tunnel_open_connections(running[i]);
+  return n;
+}
+
+static void on_drain(struct ev_loop *loop, ev_timer *w, int revents) {
+  uint64_t n = open_connections();
   (void)revents;
-  app_log(QM_LOG_INFO, "signal %d: stopping", w->signum);
+  if (n == 0 || ev_now(loop) >= drain_until) {
+    if (n)
+      app_log(QM_LOG_WARNING, "drain time over: closing %llu open "
+              "connections", (unsigned long long)n);
+    ev_timer_stop(loop, w);
+    ev_break(loop, EVBREAK_ALL);
+  }
+}
+
+/* First signal: stop accepting and let open connections finish for up to
+ * drain_s seconds; a second signal (or nothing left open) ends it. */
+static void on_stop(struct ev_loop *loop, ev_signal *w, int revents) {
+  size_t i;
+  uint64_t n = open_connections();
+  (void)revents;
+  if (stopping || drain_s == 0 || n == 0) {
+    app_log(QM_LOG_INFO, "signal %d: stopping", w->signum);
+    stopping = 1;
+    ev_break(loop, EVBREAK_ALL);
+    return;
+  }
   stopping = 1;
-  ev_break(loop, EVBREAK_ALL);
+  app_log(QM_LOG_INFO, "signal %d: no new connections; %llu open ones get "
+          "up to %d s to finish (signal again to stop now)", w->signum,
+          (unsigned long long)n, drain_s);
+  for (i = 0; i < nrunning; i++)
+    tunnel_stop_accepting(running[i]);
+  drain_until = ev_now(loop) + drain_s;
+  ev_timer_init(&drain_w, on_drain, 0.1, 0.1);
+  ev_timer_start(loop, &drain_w);
+}
+
+static void stats_line(const char *line, void *ud) {
+  (void)ud;
+  app_log_always("stats", "%s", line);
 }
 
 static void on_usr1(struct ev_loop *loop, ev_signal *w, int revents) {
@@ -29,6 +73,7 @@ static void on_usr1(struct ev_loop *loop, ev_signal *w, int revents) {
   for (i = 0; i < nrunning; i++) {
     tunnel_describe(running[i], line, sizeof(line));
     app_log_always("stats", "%s", line);
+    tunnel_describe_sessions(running[i], stats_line, NULL);
   }
 }
 
@@ -88,6 +133,8 @@ int app_run(struct ev_loop *loop, tunnel_cfg *cfgs, size_t n) {
     return EXIT_RUNTIME;
   }
   for (i = 0; i < n; i++) {
+    if (cfgs[i].drain_s > drain_s)
+      drain_s = cfgs[i].drain_s;
     if (start_one(loop, &cfgs[i], &running[i]) != 0) {
       rc = EXIT_RUNTIME;
       break;
@@ -110,6 +157,7 @@ int app_run(struct ev_loop *loop, tunnel_cfg *cfgs, size_t n) {
     ev_signal_stop(loop, &sigterm_w);
     ev_signal_stop(loop, &sigusr1_w);
     ev_signal_stop(loop, &sighup_w);
+    ev_timer_stop(loop, &drain_w);
   }
   for (i = nrunning; i-- > 0;)
     tunnel_free(running[i]);

@@ -31,6 +31,7 @@ struct tunnel {
   tunnel_stats stats;
   char *tag;          /* name in logs */
   uint64_t next_conn; /* connection ids for logs */
+  int draining;       /* stopping: new connections/streams are refused */
 };
 
 typedef struct conn_splice {
@@ -331,6 +332,11 @@ static void on_stream(qm_listener *l, qm_stream *st, void *ud) {
   int fd;
   (void)l;
   t->stats.accepted++;
+  if (t->draining) { /* stopping: refuse, the client may go elsewhere */
+    t->stats.failed++;
+    qm_stream_reset(st, 0);
+    return;
+  }
   fd = socket(t->target.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
               0);
   if (fd < 0 || !(sp = splice_new(t, fd))) {
@@ -384,6 +390,7 @@ int tunnel_server_new(tunnel **out, struct ev_loop *loop,
 }
 
 void tunnel_stop_accepting(tunnel *t) {
+  t->draining = 1;
   if (t->lfd >= 0) {
     ev_io_stop(t->loop, &t->accept_w);
     close(t->lfd);
@@ -437,14 +444,20 @@ void tunnel_describe(const tunnel *t, char *buf, size_t len) {
     snprintf(buf, len,
              "%s: %llu streams (%llu open, %llu failed), %zu sessions "
              "(%llu accepted), %llu bytes up, %llu bytes down, "
-             "%llu bad datagrams",
+             "%llu bad datagrams (%llu undecryptable, %llu unroutable, "
+             "%llu bad tokens), %llu retries sent, %llu sessions refused",
              tag_of(t), (unsigned long long)t->stats.accepted,
              (unsigned long long)t->stats.active,
              (unsigned long long)t->stats.failed, ls.sessions,
              (unsigned long long)ls.accepted_sessions,
              (unsigned long long)t->stats.bytes_down,
              (unsigned long long)t->stats.bytes_up,
-             (unsigned long long)ls.dropped_datagrams);
+             (unsigned long long)ls.dropped_datagrams,
+             (unsigned long long)ls.bad_datagrams,
+             (unsigned long long)ls.unroutable,
+             (unsigned long long)ls.bad_tokens,
+             (unsigned long long)ls.retries_sent,
+             (unsigned long long)ls.refused_sessions);
   }
 }
 
@@ -455,3 +468,39 @@ int tunnel_local_addr(const tunnel *t, struct sockaddr_storage *ss,
   *len = sizeof(*ss);
   return getsockname(t->lfd, (struct sockaddr *)ss, len) == 0 ? 0 : QM_EIO;
 }
+
+typedef struct sess_line_arg {
+  const tunnel *t;
+  void (*line)(const char *, void *);
+  void *ud;
+} sess_line_arg;
+
+static void sess_line(const qm_session_info *in, void *ud) {
+  sess_line_arg *a = ud;
+  char buf[512];
+  snprintf(buf, sizeof(buf),
+           "%s: session %llu %s%s peer %s local port %u: %zu streams "
+           "(%zu queued), rtt %.2f ms (min %.2f), cwnd %llu, in flight %llu, "
+           "pto %zu, datagrams %llu in / %llu out / %llu bad",
+           tag_of(a->t), (unsigned long long)in->id, in->state,
+           in->suspect ? " (no answer)" : "", in->peer, in->local_port,
+           in->streams, in->streams_pending,
+           (double)in->smoothed_rtt_us / 1000.0,
+           (double)in->min_rtt_us / 1000.0, (unsigned long long)in->cwnd,
+           (unsigned long long)in->bytes_in_flight, in->pto_count,
+           (unsigned long long)in->datagrams_rx,
+           (unsigned long long)in->datagrams_tx,
+           (unsigned long long)in->datagrams_dropped);
+  a->line(buf, a->ud);
+}
+
+void tunnel_describe_sessions(const tunnel *t,
+                              void (*line)(const char *, void *), void *ud) {
+  sess_line_arg a = {t, line, ud};
+  if (t->dialer)
+    qm_dialer_foreach_session(t->dialer, sess_line, &a);
+  else
+    qm_listener_foreach_session(t->listener, sess_line, &a);
+}
+
+uint64_t tunnel_open_connections(const tunnel *t) { return t->stats.active; }

@@ -38,7 +38,8 @@ int tunnel_server_new(tunnel **out, struct ev_loop *loop,
 /* The address the tunnel listens on (TCP for a client, UDP for a server). */
 int tunnel_local_addr(const tunnel *t, struct sockaddr_storage *ss,
                       socklen_t *len);
-/* Stop accepting new connections; open ones go on. */
+/* Stop accepting new connections (a server refuses new streams); open ones
+ * go on. */
 void tunnel_stop_accepting(tunnel *t);
 void tunnel_free(tunnel *t);
 void tunnel_get_stats(const tunnel *t, tunnel_stats *st);
@@ -46,6 +47,11 @@ void tunnel_get_stats(const tunnel *t, tunnel_stats *st);
 int tunnel_set_tag(tunnel *t, const char *tag);
 /* One line describing the tunnel's state (sessions, streams, datagrams). */
 void tunnel_describe(const tunnel *t, char *buf, size_t len);
+/* One line per session (RTT, congestion window, streams, ...). */
+void tunnel_describe_sessions(const tunnel *t,
+                              void (*line)(const char *, void *), void *ud);
+/* TCP connections (client) or streams (server) still open. */
+uint64_t tunnel_open_connections(const tunnel *t);
 
 /* Resolve "host" + port to an address (IP literal or name). 0 or < 0. */
 int tunnel_resolve(const char *host, uint16_t port, int passive,

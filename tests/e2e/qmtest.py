@@ -797,6 +797,9 @@ def probe_no_data(addr, payload=b"hello, is anybody there?" * 40, wait=10.0, con
     t0 = time.monotonic()
     try:
         s = socket.create_connection(addr, timeout=connect_timeout)
+    except ConnectionResetError:
+        # accepted, then reset before connect() returned: a fast "no"
+        return 0, "reset", time.monotonic() - t0
     except OSError:
         return 0, "connect-failed", time.monotonic() - t0
     got = 0
