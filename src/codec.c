@@ -286,10 +286,19 @@ ssize_t qm_codec_seal(qm_codec *c, uint8_t *buf, size_t cap, size_t n) {
   size_t ov = 0;
   if (seal_check(c, buf, cap, n, &ov) != QM_OK)
     return QM_EINVAL;
-  if (c->security != QM_SEC_NONE &&
-      gnutls_rnd(GNUTLS_RND_NONCE, buf + c->header_len, QM_CODEC_NONCE_LEN) !=
+  if (c->security != QM_SEC_NONE) {
+    if (c->nonce_left < QM_CODEC_NONCE_LEN) {
+      if (gnutls_rnd(GNUTLS_RND_NONCE, c->nonce_pool, sizeof(c->nonce_pool)) !=
           0)
-    return QM_EIO; /* RNG failure: never send with a non-random nonce */
+        return QM_EIO; /* RNG failure: never send with a non-random nonce */
+      c->nonce_left = sizeof(c->nonce_pool);
+    }
+    c->nonce_left -= QM_CODEC_NONCE_LEN;
+    memcpy(buf + c->header_len, c->nonce_pool + c->nonce_left,
+           QM_CODEC_NONCE_LEN);
+    /* each nonce is used once */
+    memset(c->nonce_pool + c->nonce_left, 0, QM_CODEC_NONCE_LEN);
+  }
   return seal_finish(c, buf, n, ov);
 }
 

@@ -43,6 +43,10 @@ typedef struct qm_codec {
   uint16_t dtls_epoch;
   uint32_t dtls_seq;
   uint16_t dtls_len;
+  /* fresh random nonces, taken from the generator 1 KiB at a time: one
+   * generator call per datagram costs more than the AEAD itself */
+  uint8_t nonce_pool[QM_CODEC_NONCE_LEN * 85];
+  size_t nonce_left; /* unused bytes at the end of nonce_pool */
   /* statistics */
   uint64_t sealed;
   uint64_t opened;

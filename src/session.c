@@ -640,6 +640,8 @@ static void task_run(qm_task *t) {
       if (st->cbs.on_open)
         st->cbs.on_open(st, st->ud);
     }
+    if ((ev & QM_SEV_READ) && !st->closed)
+      qm_stream_resume_recv(st);
     if ((ev & QM_SEV_SEND_READY) && !st->closed && st->cbs.on_send_ready)
       st->cbs.on_send_ready(st, st->ud);
     if ((ev & QM_SEV_CLOSE) && !st->closed &&
@@ -737,7 +739,6 @@ static int recv_stream_data_cb(ngtcp2_conn *conn, uint32_t flags,
   qm_session *s = ud;
   qm_stream *st = sud;
   size_t n;
-  int err;
   (void)offset;
 
   if (!st) {
@@ -747,10 +748,15 @@ static int recv_stream_data_cb(ngtcp2_conn *conn, uint32_t flags,
     return 0;
   }
   st->r_total += datalen;
-  if (st->closed || st->ghost)
+  n = 0;
+  if (st->closed || st->ghost) {
     n = datalen; /* the application is gone: discard */
-  else
-    n = qm_stream_deliver(st, data, datalen, &err);
+  } else if (datalen) {
+    /* Batched: delivered from the task, once per loop iteration. */
+    if (qm_stream_buffer(st, data, datalen) != 0)
+      return NGTCP2_ERR_CALLBACK_FAILURE;
+    qm_session_stream_event(s, st, QM_SEV_READ);
+  }
   if (n) {
     ngtcp2_conn_extend_max_stream_offset(conn, stream_id, n);
     ngtcp2_conn_extend_max_offset(conn, n);

@@ -254,6 +254,10 @@ static int buffer_copy(qm_stream *s, const uint8_t *data, size_t len) {
   return 0;
 }
 
+int qm_stream_buffer(qm_stream *s, const uint8_t *data, size_t len) {
+  return buffer_copy(s, data, len);
+}
+
 static size_t offer(qm_stream *s, const uint8_t *data, size_t len) {
   size_t n;
   if (!s->cbs.on_recv || s->closed)
@@ -262,17 +266,6 @@ static size_t offer(qm_stream *s, const uint8_t *data, size_t len) {
   n = s->cbs.on_recv(s, data, len, s->ud);
   s->delivering = 0;
   return n > len ? len : n;
-}
-
-size_t qm_stream_deliver(qm_stream *s, const uint8_t *data, size_t len,
-                         int *err) {
-  size_t n = 0;
-  *err = 0;
-  if (s->r_buffered == 0)
-    n = offer(s, data, len);
-  if (n < len && buffer_copy(s, data + n, len - n) != 0)
-    *err = QM_ENOMEM;
-  return n;
 }
 
 size_t qm_stream_drain(qm_stream *s) {

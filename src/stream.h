@@ -32,6 +32,7 @@ enum {
   QM_SEV_SEND_READY = 1u << 1,
   QM_SEV_CLOSE = 1u << 2,
   QM_SEV_RESET = 1u << 3, /* application asked for a reset */
+  QM_SEV_READ = 1u << 4,  /* received bytes wait for the application */
 };
 
 struct qm_stream {
@@ -92,10 +93,10 @@ int qm_stream_has_unsent(const qm_stream *s);
  * streams with nothing acknowledged yet. NULL on ENOMEM. */
 qm_stream *qm_stream_split_for_retry(qm_stream *s);
 
-/* Receive side, for the session: offer bytes to the application, buffer the
- * rest. Returns how many bytes the application consumed now. */
-size_t qm_stream_deliver(qm_stream *s, const uint8_t *data, size_t len,
-                         int *err);
+/* Keep received bytes for delivery from the session's task (one batch per
+ * loop iteration: one write to the application's socket per chunk rather
+ * than one per QUIC packet). 0 or QM_ENOMEM. */
+int qm_stream_buffer(qm_stream *s, const uint8_t *data, size_t len);
 /* Deliver buffered bytes (and FIN); returns bytes consumed. */
 size_t qm_stream_drain(qm_stream *s);
 /* Nothing left for the application to read. */
