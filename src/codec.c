@@ -148,12 +148,19 @@ int qm_codec_init_seeded(qm_codec *c, qm_security sec, const char *key,
       sha256_update(&h, keylen, (const uint8_t *)key);
     sha256_update(&h, sizeof kdf_salt - 1, (const uint8_t *)kdf_salt);
     sha256_digest(&h, sizeof k, k);
-    if (sec == QM_SEC_AES_128_GCM)
-      gcm_aes128_set_key(&c->aead.gcm, k); /* K[0..15] */
-    else
-      chacha_poly1305_set_key(&c->aead.chacha, k); /* K[0..31] */
+    gnutls_datum_t kd = {k, sec == QM_SEC_AES_128_GCM ? 16 : 32};
+    int rv = gnutls_aead_cipher_init(&c->aead,
+                                     sec == QM_SEC_AES_128_GCM
+                                         ? GNUTLS_CIPHER_AES_128_GCM /* K[0..15] */
+                                         : GNUTLS_CIPHER_CHACHA20_POLY1305,
+                                     &kd); /* K[0..31] */
     gnutls_memset(k, 0, sizeof k);
     gnutls_memset(&h, 0, sizeof h);
+    if (rv < 0) {
+      c->aead = NULL;
+      c->security = CODEC_CLEARED;
+      return QM_EINVAL;
+    }
   }
   return QM_OK;
 }
@@ -170,6 +177,8 @@ int qm_codec_init(qm_codec *c, qm_security sec, const char *key, size_t keylen,
 void qm_codec_clear(qm_codec *c) {
   if (!c)
     return;
+  if (c->aead && c->security != CODEC_CLEARED)
+    gnutls_aead_cipher_deinit(c->aead);
   gnutls_memset(c, 0, sizeof *c);
   c->security = CODEC_CLEARED;
 }
@@ -268,15 +277,12 @@ static ssize_t seal_finish(qm_codec *c, uint8_t *buf, size_t n, size_t ov) {
   if (c->security != QM_SEC_NONE) {
     const uint8_t *nonce = buf + h;
     uint8_t *data = buf + h + QM_CODEC_NONCE_LEN;
-    if (c->security == QM_SEC_AES_128_GCM) {
-      gcm_aes128_set_iv(&c->aead.gcm, QM_CODEC_NONCE_LEN, nonce);
-      gcm_aes128_encrypt(&c->aead.gcm, n, data, data);
-      gcm_aes128_digest(&c->aead.gcm, QM_CODEC_TAG_LEN, data + n);
-    } else {
-      chacha_poly1305_set_nonce(&c->aead.chacha, nonce);
-      chacha_poly1305_encrypt(&c->aead.chacha, n, data, data);
-      chacha_poly1305_digest(&c->aead.chacha, QM_CODEC_TAG_LEN, data + n);
-    }
+    giovec_t iov = {data, n};
+    size_t tag_len = QM_CODEC_TAG_LEN;
+    if (gnutls_aead_cipher_encryptv2(c->aead, nonce, QM_CODEC_NONCE_LEN, NULL,
+                                     0, &iov, n ? 1 : 0, data + n,
+                                     &tag_len) < 0)
+      return QM_EIO;
   }
   c->sealed++;
   return (ssize_t)(n + ov);
@@ -342,17 +348,10 @@ ssize_t qm_codec_open(qm_codec *c, uint8_t *buf, size_t len, uint8_t **quic) {
   const uint8_t *nonce = buf + h;
   uint8_t *data = buf + h + QM_CODEC_NONCE_LEN;
   size_t n = len - h - QM_CODEC_NONCE_LEN - QM_CODEC_TAG_LEN;
-  uint8_t tag[QM_CODEC_TAG_LEN];
-  if (c->security == QM_SEC_AES_128_GCM) {
-    gcm_aes128_set_iv(&c->aead.gcm, QM_CODEC_NONCE_LEN, nonce);
-    gcm_aes128_decrypt(&c->aead.gcm, n, data, data);
-    gcm_aes128_digest(&c->aead.gcm, sizeof tag, tag);
-  } else {
-    chacha_poly1305_set_nonce(&c->aead.chacha, nonce);
-    chacha_poly1305_decrypt(&c->aead.chacha, n, data, data);
-    chacha_poly1305_digest(&c->aead.chacha, sizeof tag, tag);
-  }
-  if (!memeql_sec(tag, data + n, sizeof tag)) {
+  giovec_t iov = {data, n};
+  if (gnutls_aead_cipher_decryptv2(c->aead, nonce, QM_CODEC_NONCE_LEN, NULL, 0,
+                                   &iov, n ? 1 : 0, data + n,
+                                   QM_CODEC_TAG_LEN) < 0) {
     /* buf now holds unauthenticated plaintext; the caller drops it. */
     c->dropped_auth++;
     return QM_EBADMSG;

@@ -16,8 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <nettle/chacha-poly1305.h>
-#include <nettle/gcm.h>
+#include <gnutls/crypto.h>
 
 #include "quicmux/quicmux.h"
 
@@ -32,10 +31,9 @@ typedef struct qm_codec {
   qm_security security;
   qm_header header;
   size_t header_len; /* H: 0, 4 or 13 */
-  union {
-    struct gcm_aes128_ctx gcm;
-    struct chacha_poly1305_ctx chacha;
-  } aead;
+  /* GnuTLS's AEAD: its AES-GCM runs in one pass, about twice as fast per
+   * datagram as nettle's four passes (bench/aead_bench.c) */
+  gnutls_aead_cipher_hd_t aead;
   /* header generator state (SPEC §5) */
   uint16_t srtp_counter;
   uint16_t utp_conn_id;
@@ -61,7 +59,7 @@ int qm_codec_init(qm_codec *c, qm_security sec, const char *key, size_t keylen,
 /* Same, with the header's random start values given (for tests). */
 int qm_codec_init_seeded(qm_codec *c, qm_security sec, const char *key,
                          size_t keylen, qm_header hdr, uint32_t seed);
-/* Wipe keys. */
+/* Wipe keys and free the cipher. Call it before initialising c again. */
 void qm_codec_clear(qm_codec *c);
 
 /* Bytes before the QUIC datagram (H + 12 with AEAD, H without). */
