@@ -16,6 +16,7 @@
 
 #define QM_SCID_LEN 12 /* v2ray's ConnectionIDLength (SPEC §1.4) */
 #define QM_MAX_VEC 16
+#define QM_BURST (32 * 1024)
 
 struct qm_session {
   uint64_t id;
@@ -95,6 +96,7 @@ static void streams_changed(qm_session *s, size_t before);
 static void link_stream(qm_session *s, qm_stream *st) {
   size_t before = s->nstreams;
   st->sess = s;
+  st->last_sess_id = s->id;
   st->prev = NULL;
   st->next = s->streams;
   if (s->streams)
@@ -495,10 +497,18 @@ static void session_write(qm_session *s) {
       if ((flags & NGTCP2_WRITE_STREAM_FLAG_FIN) &&
           (size_t)ndatalen == total)
         st->fin_sent = 1;
-      /* round robin: the stream goes to the back if it has more */
-      wq_pop(s);
-      if (qm_stream_has_unsent(st))
+      /* Round robin in bursts: a stream keeps the turn for up to
+       * QM_BURST bytes, so the receiver gets fewer, larger pieces per
+       * stream (fewer writes to its TCP sockets) and streams still share. */
+      st->burst += (size_t)ndatalen;
+      if (!qm_stream_has_unsent(st)) {
+        st->burst = 0;
+        wq_pop(s);
+      } else if (st->burst >= QM_BURST) {
+        st->burst = 0;
+        wq_pop(s);
         wq_push(s, st);
+      }
     }
     if (nwrite < 0) {
       if (nwrite == NGTCP2_ERR_WRITE_MORE)
@@ -649,6 +659,7 @@ static void task_run(qm_task *t) {
         (qm_stream_recv_done(st) || st->close_err)) {
       if (st->in_wq)
         wq_remove(s, st);
+      ev_remove(s, st); /* events it re-queued while handling this batch */
       unlink_stream(s, st);
       deliver_close(s, st, st->close_err);
       st->sess = NULL;

@@ -309,7 +309,7 @@ void qm_stream_set_callbacks(qm_stream *s, const qm_stream_cbs *cbs,
 int64_t qm_stream_id(const qm_stream *s) { return s->id; }
 
 uint64_t qm_stream_session_id(const qm_stream *s) {
-  return s->sess ? qm_session_id(s->sess) : 0;
+  return s->sess ? qm_session_id(s->sess) : s->last_sess_id;
 }
 
 size_t qm_stream_send_buffered(const qm_stream *s) {

@@ -15,7 +15,7 @@
 #include "quicmux/quicmux.h"
 #include "resolve.h"
 
-#define QM_CHUNK_SIZE (16384 - 32)
+#define QM_CHUNK_SIZE (65536 - 64)
 
 typedef struct qm_session qm_session;
 
@@ -45,6 +45,8 @@ struct qm_stream {
   /* session's write queue (streams with bytes or a FIN to send) */
   struct qm_stream *wnext;
   int in_wq;
+  size_t burst; /* bytes sent in its current turn */
+  uint64_t last_sess_id; /* for logs after the session let go of it */
   /* session's list of streams with pending events */
   struct qm_stream *enext;
   unsigned events;
