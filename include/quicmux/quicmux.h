@@ -120,7 +120,7 @@ typedef struct qm_settings {
   uint64_t handshake_timeout_ms; /* default 8000 */
   uint64_t keepalive_ms;         /* client: PING after this much silence on
                                     sessions that carry streams; 0 = off
-                                    (default 10000) */
+                                    (default 5000) */
   size_t stream_buffer;          /* per-stream send buffer and receive window */
   size_t conn_window;            /* per-session receive window */
   int fwmark;                    /* SO_MARK on UDP sockets, 0 = none */
