@@ -13,6 +13,10 @@
 #define EXIT_RUNTIME 1 /* a runtime failure (cannot bind, ...) */
 #define EXIT_USAGE 2   /* bad command line, options or config file */
 
+/* "quicmux: <message>" on stderr, then exit(EXIT_USAGE). */
+void app_die_usage(const char *fmt, ...) __attribute__((noreturn))
+__attribute__((format(printf, 1, 2)));
+
 /* ---- logging (log.c) ----
  * One line per event: "2024-05-01T12:00:00.123Z info    [module] message",
  * time in UTC. Lines go to stderr or to the --log-file (reopened on SIGHUP).

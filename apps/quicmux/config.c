@@ -910,18 +910,6 @@ static void config_free(app_config *cfg) {
   memset(cfg, 0, sizeof(*cfg));
 }
 
-static void die(const char *fmt, ...) __attribute__((noreturn))
-__attribute__((format(printf, 1, 2)));
-static void die(const char *fmt, ...) {
-  va_list ap;
-  fprintf(stderr, "quicmux: ");
-  va_start(ap, fmt);
-  vfprintf(stderr, fmt, ap);
-  va_end(ap);
-  fprintf(stderr, "\n");
-  exit(EXIT_USAGE);
-}
-
 int app_config_main(int argc, char **argv) {
   static const struct option lopts[] = {
       {"config", required_argument, NULL, 'c'},
@@ -965,19 +953,19 @@ int app_config_main(int argc, char **argv) {
       printf("quicmux %s\n", qm_version());
       return EXIT_OK;
     case ':':
-      die("option '%s' needs a value", argv[optind - 1]);
+      app_die_usage("option '%s' needs a value", argv[optind - 1]);
     default:
-      die("unknown option '%s' here (with -c: --check, --log-level, "
+      app_die_usage("unknown option '%s' here (with -c: --check, --log-level, "
           "--log-file; see --help)",
           argv[optind - 1]);
     }
   }
   if (optind < argc)
-    die("unexpected argument '%s' (see --help)", argv[optind]);
+    app_die_usage("unexpected argument '%s' (see --help)", argv[optind]);
   if (!file)
-    die("missing -c FILE (or a subcommand: client, server, plugin, demo)");
+    app_die_usage("missing -c FILE (or a subcommand: client, server, plugin, demo)");
   if (level && app_log_level_parse(level, &lvl) != 0)
-    die("--log-level '%s': want debug, info, warning, error or none", level);
+    app_die_usage("--log-level '%s': want debug, info, warning, error or none", level);
 
   if (load(&x, file, &cfg) != 0) {
     fprintf(stderr, "quicmux: %s: %s\n", file, x.err);

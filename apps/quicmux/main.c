@@ -15,10 +15,7 @@
 #include "opts.h"
 #include "tunnel.h"
 
-static void die_usage(const char *fmt, ...) __attribute__((noreturn))
-__attribute__((format(printf, 1, 2)));
-
-static void die_usage(const char *fmt, ...) {
+void app_die_usage(const char *fmt, ...) {
   va_list ap;
   fprintf(stderr, "quicmux: ");
   va_start(ap, fmt);
@@ -69,12 +66,12 @@ static int cli_main(unsigned mode, int argc, char **argv) {
     char where[64];
     long n;
     if (c == '?')
-      die_usage("unknown option '%s' (see --help)", argv[optind - 1]);
+      app_die_usage("unknown option '%s' (see --help)", argv[optind - 1]);
     if (c == ':')
-      die_usage("option '%s' needs a value", argv[optind - 1]);
+      app_die_usage("option '%s' needs a value", argv[optind - 1]);
     o = opt_by_id((opt_id)c);
     if (!(o->modes & mode))
-      die_usage("--%s does not apply to '%s'", o->flag, mode_name(mode));
+      app_die_usage("--%s does not apply to '%s'", o->flag, mode_name(mode));
     snprintf(where, sizeof(where), "--%s", o->flag);
     switch (o->id) {
     case OPT_LOG_LEVEL:
@@ -88,12 +85,12 @@ static int cli_main(unsigned mode, int argc, char **argv) {
       break;
     case OPT_CONNECTIONS:
       if (opt_num(o, where, optarg, &n, err, sizeof(err)) != 0)
-        die_usage("%s", err);
+        app_die_usage("%s", err);
       conns = (int)n;
       break;
     case OPT_MIB:
       if (opt_num(o, where, optarg, &n, err, sizeof(err)) != 0)
-        die_usage("%s", err);
+        app_die_usage("%s", err);
       mib = (int)n;
       break;
     case OPT_HELP:
@@ -109,13 +106,13 @@ static int cli_main(unsigned mode, int argc, char **argv) {
       if (o->id == OPT_SECURITY)
         security_given = 1;
       if (tunnel_cfg_set(&cfg, o, where, optarg, err, sizeof(err)) != 0)
-        die_usage("%s", err);
+        app_die_usage("%s", err);
     }
   }
   if (optind < argc)
-    die_usage("unexpected argument '%s' (see --help)", argv[optind]);
+    app_die_usage("unexpected argument '%s' (see --help)", argv[optind]);
   if (level && app_log_level_parse(level, &lvl) != 0)
-    die_usage("--log-level '%s': want debug, info, warning, error or none",
+    app_die_usage("--log-level '%s': want debug, info, warning, error or none",
               level);
 
   if (mode == MODE_DEMO) {
@@ -131,9 +128,9 @@ static int cli_main(unsigned mode, int argc, char **argv) {
 
   tunnel_cfg_cli_finish(&cfg);
   if (tunnel_cfg_check(&cfg, err, sizeof(err)) != 0)
-    die_usage("%s", err);
+    app_die_usage("%s", err);
   if (log_file && !check && app_log_open(log_file, err, sizeof(err)) != 0)
-    die_usage("--log-file %s", err);
+    app_die_usage("--log-file %s", err);
   if (check) {
     printf("quicmux: %s options OK\n", mode_name(mode));
     tunnel_cfg_free(&cfg);
@@ -175,7 +172,7 @@ int main(int argc, char **argv) {
     return EXIT_OK;
   }
   if (!a)
-    die_usage("missing subcommand: client, server, plugin, demo or -c FILE "
+    app_die_usage("missing subcommand: client, server, plugin, demo or -c FILE "
               "(see --help)");
   if (!strcmp(a, "client"))
     return cli_main(MODE_CLIENT, argc, argv);
@@ -187,7 +184,7 @@ int main(int argc, char **argv) {
     return app_plugin_main(argc - 2, argv + 2);
   if (a[0] == '-')
     return app_config_main(argc, argv);
-  die_usage("unknown subcommand '%s': want client, server, plugin, demo or "
+  app_die_usage("unknown subcommand '%s': want client, server, plugin, demo or "
             "-c FILE",
             a);
 }
