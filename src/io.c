@@ -89,8 +89,10 @@ static void ep_deliver(qm_endpoint *ep, struct sockaddr *from,
     return;
   }
   qlen = qm_codec_open(&ep->codec, buf, len, &quic);
-  if (qlen < 0) {
-    ep->rx_dropped++; /* silently, as v2ray does (SPEC §3.3) */
+  /* Silently, as v2ray does (SPEC §3.3). An empty QUIC datagram is dropped
+   * too: ngtcp2 asserts on one. */
+  if (qlen <= 0) {
+    ep->rx_dropped++;
     return;
   }
   ep->on_recv(ep, from, fromlen, quic, (size_t)qlen, ep->ud);

@@ -52,6 +52,7 @@ struct qm_session {
   ngtcp2_tstamp owed_since; /* first send while nothing was in flight */
   ev_timer health_timer; /* client: watches the path while carrying streams */
   int died_handshaking;
+  unsigned fc_errors; /* flow-control errors from the peer (see recv) */
   ngtcp2_connection_close_error last_error;
   uint64_t keepalive_ms;
   uint64_t session_idle_ms;
@@ -1123,6 +1124,7 @@ int qm_session_server_new(qm_session **out, qm_io *io, qm_endpoint *ep,
 
 void qm_session_recv(qm_session *s, const struct sockaddr *from,
                      socklen_t fromlen, const uint8_t *pkt, size_t len) {
+  qm_stream *st;
   ngtcp2_path path;
   ngtcp2_pkt_info pi = {0};
   int rv;
@@ -1153,9 +1155,27 @@ void qm_session_recv(qm_session *s, const struct sockaddr *from,
       return;
     case NGTCP2_ERR_DISCARD_PKT:
       return;
-    default:
-      if (!ngtcp2_err_is_fatal(rv) && rv != NGTCP2_ERR_CRYPTO)
+    case NGTCP2_ERR_FLOW_CONTROL:
+      /* libngtcp2 0.12 can send a MAX_STREAM_DATA that did not fit a
+       * packet in a later one without raising the limit it enforces, and
+       * then rejects the peer's data for good. One more byte of credit on
+       * each stream makes it send the limit again and enforce it. Give up
+       * if that does not help. */
+      if (++s->fc_errors > 256) {
+        session_fail(s, rv);
         return;
+      }
+      QM_DEBUG("session", "session %llu: flow control error from the peer "
+               "(%u): re-announcing limits", (unsigned long long)s->id,
+               s->fc_errors);
+      for (st = s->streams; st; st = st->next)
+        if (st->id >= 0 && !st->wire_closed && !st->ghost)
+          ngtcp2_conn_extend_max_stream_offset(s->conn, st->id, 1);
+      ngtcp2_conn_extend_max_offset(s->conn, 1);
+      session_schedule(s);
+      return;
+    default:
+      /* ngtcp2: any other error ends the connection (CONNECTION_CLOSE) */
       session_fail(s, rv);
       return;
     }
