@@ -1278,7 +1278,7 @@ void qm_session_free(qm_session *s) {
   while ((st = s->streams)) {
     unlink_stream(s, st);
     st->sess = NULL;
-    deliver_close(s, st, st->close_err ? st->close_err : QM_ECLOSED);
+    deliver_close(s, st, end_error(s, st, QM_ECLOSED));
     qm_stream_destroy(st);
   }
   if (s->conn) {
