@@ -2,6 +2,7 @@
  * quicmux — the program: `client`, `server`, `demo`, `-c FILE` and SIP003
  * plugin mode. The option table in opts.c drives parsing and --help.
  */
+#include <malloc.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -153,6 +154,11 @@ static int is_config_arg(const char *a) {
 
 int main(int argc, char **argv) {
   const char *a = argc >= 2 ? argv[1] : NULL;
+
+  /* Stream buffers come and go in 64 KiB chunks; without this glibc gives
+   * the top of the heap back and grows it again many times a second
+   * (about a tenth of the server's CPU at full speed, bench/RESULTS.md). */
+  mallopt(M_TRIM_THRESHOLD, 4 * 1024 * 1024);
 
   if (a && (!strcmp(a, "--help") || !strcmp(a, "-h"))) {
     opts_usage(stdout);
