@@ -76,6 +76,15 @@ def have_quicmux():
     return os.path.isfile(p) and os.access(p, os.X_OK)
 
 
+def _qm_argv(role, listen, remote_flag, remote, security, key, header, extra, log_level):
+    """The quicmux command line of one tunnel end (None = the program's default)."""
+    argv = [quicmux_bin(), role, "--listen", listen, remote_flag, remote]
+    for flag, val in (("--security", security), ("--key", key), ("--header", header)):
+        if val is not None:
+            argv += [flag, val]
+    return argv + list(extra) + ["--log-level", log_level or QM_LOG_LEVEL]
+
+
 def require_quicmux():
     if not have_quicmux():
         raise CheckFailed("quicmux binary not found or not executable: %s (set QUICMUX_BIN)" % quicmux_bin())
@@ -1099,15 +1108,8 @@ class Case:
                   name="qm-server", port=None, log_level=None):
         require_quicmux()
         port = port or free_udp_port(host)
-        argv = [quicmux_bin(), "server", "--listen", hostport(host, port), "--target", hostport(*target)]
-        if security is not None:
-            argv += ["--security", security]
-        if key is not None:
-            argv += ["--key", key]
-        if header is not None:
-            argv += ["--header", header]
-        argv += list(extra)
-        argv += ["--log-level", log_level or QM_LOG_LEVEL]
+        argv = _qm_argv("server", hostport(host, port), "--target", hostport(*target),
+                        security, key, header, extra, log_level)
         p = self.spawn(argv, name)
         wait_udp_bound(port, pid=p.pid, timeout=10, proc=p)
         return p, (host, port)
@@ -1116,15 +1118,8 @@ class Case:
                   name="qm-client", port=None, log_level=None):
         require_quicmux()
         port = port or free_tcp_port(host)
-        argv = [quicmux_bin(), "client", "--listen", hostport(host, port), "--server", hostport(*server)]
-        if security is not None:
-            argv += ["--security", security]
-        if key is not None:
-            argv += ["--key", key]
-        if header is not None:
-            argv += ["--header", header]
-        argv += list(extra)
-        argv += ["--log-level", log_level or QM_LOG_LEVEL]
+        argv = _qm_argv("client", hostport(host, port), "--server", hostport(*server),
+                        security, key, header, extra, log_level)
         p = self.spawn(argv, name)
         wait_tcp_listen(port, pid=p.pid, timeout=10, proc=p)
         return p, (host, port)
