@@ -52,7 +52,7 @@ struct qm_session {
   ngtcp2_tstamp owed_since; /* first send while nothing was in flight */
   ev_timer health_timer; /* client: watches the path while carrying streams */
   int died_handshaking;
-  unsigned fc_errors; /* flow-control errors from the peer (see recv) */
+  ngtcp2_tstamp fc_since, fc_last; /* flow-control errors (see recv) */
   ngtcp2_connection_close_error last_error;
   uint64_t keepalive_ms;
   uint64_t session_idle_ms;
@@ -1155,25 +1155,32 @@ void qm_session_recv(qm_session *s, const struct sockaddr *from,
       return;
     case NGTCP2_ERR_DISCARD_PKT:
       return;
-    case NGTCP2_ERR_FLOW_CONTROL:
+    case NGTCP2_ERR_FLOW_CONTROL: {
       /* libngtcp2 0.12 can send a MAX_STREAM_DATA that did not fit a
        * packet in a later one without raising the limit it enforces, and
        * then rejects the peer's data for good. One more byte of credit on
-       * each stream makes it send the limit again and enforce it. Give up
-       * if that does not help. */
-      if (++s->fc_errors > 256) {
+       * each stream makes it send the limit again and enforce it. At most
+       * once per 10 ms (a whole window of packets may hit this before the
+       * peer hears); give up if nothing gets through for 5 s. */
+      ngtcp2_tstamp now = qm_now_ns();
+      if (!s->fc_since)
+        s->fc_since = now;
+      if (now - s->fc_since > 5 * NGTCP2_SECONDS) {
         session_fail(s, rv);
         return;
       }
-      QM_DEBUG("session", "session %llu: flow control error from the peer "
-               "(%u): re-announcing limits", (unsigned long long)s->id,
-               s->fc_errors);
+      if (now - s->fc_last < 10 * NGTCP2_MILLISECONDS)
+        return;
+      s->fc_last = now;
+      QM_DEBUG("session", "session %llu: flow control error from the peer: "
+               "re-announcing limits", (unsigned long long)s->id);
       for (st = s->streams; st; st = st->next)
         if (st->id >= 0 && !st->wire_closed && !st->ghost)
           ngtcp2_conn_extend_max_stream_offset(s->conn, st->id, 1);
       ngtcp2_conn_extend_max_offset(s->conn, 1);
       session_schedule(s);
       return;
+    }
     default:
       /* ngtcp2: any other error ends the connection (CONNECTION_CLOSE) */
       session_fail(s, rv);
@@ -1181,6 +1188,7 @@ void qm_session_recv(qm_session *s, const struct sockaddr *from,
     }
   }
   s->last_rx = qm_now_ns();
+  s->fc_since = 0;
   {
     ngtcp2_conn_stat cs;
     ngtcp2_conn_get_conn_stat(s->conn, &cs);
