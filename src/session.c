@@ -560,13 +560,12 @@ void qm_session_writable(qm_session *s) {
 
 /* ---- the deferred task: app callbacks, resets, writes, death ---- */
 
-static void deliver_close(qm_session *s, qm_stream *st, int err) {
+static void deliver_close(qm_stream *st, int err) {
   if (st->closed)
     return;
   st->closed = 1;
   if (st->cbs.on_close)
     st->cbs.on_close(st, err, st->ud);
-  (void)s;
 }
 
 static void open_pending(qm_session *s);
@@ -602,14 +601,14 @@ static void session_finish(qm_session *s) {
       s->owner.on_requeue(s, st, 1, s->owner.ud);
       continue;
     }
-    deliver_close(s, st, err);
+    deliver_close(st, err);
     qm_stream_destroy(st);
   }
   s->pending_tail = NULL;
   while ((st = s->streams)) {
     unlink_stream(s, st);
     st->sess = NULL;
-    deliver_close(s, st, end_error(s, st, err));
+    deliver_close(st, end_error(s, st, err));
     qm_stream_destroy(st);
   }
   s->ev_head = NULL;
@@ -662,7 +661,7 @@ static void task_run(qm_task *t) {
         wq_remove(s, st);
       ev_remove(s, st); /* events it re-queued while handling this batch */
       unlink_stream(s, st);
-      deliver_close(s, st, st->close_err);
+      deliver_close(st, st->close_err);
       st->sess = NULL;
       qm_stream_destroy(st);
     }
@@ -782,7 +781,6 @@ static int recv_stream_data_cb(ngtcp2_conn *conn, uint32_t flags,
         st->cbs.on_recv_fin(st, st->ud);
     }
   }
-  (void)s;
   return 0;
 }
 
@@ -1286,7 +1284,7 @@ void qm_session_free(qm_session *s) {
   while ((st = s->streams)) {
     unlink_stream(s, st);
     st->sess = NULL;
-    deliver_close(s, st, end_error(s, st, QM_ECLOSED));
+    deliver_close(st, end_error(s, st, QM_ECLOSED));
     qm_stream_destroy(st);
   }
   if (s->conn) {
