@@ -52,7 +52,7 @@ struct qm_session {
   ngtcp2_tstamp owed_since; /* first send while nothing was in flight */
   ev_timer health_timer; /* client: watches the path while carrying streams */
   int died_handshaking;
-  ngtcp2_tstamp fc_since, fc_last; /* flow-control errors (see recv) */
+  ngtcp2_tstamp fc_since; /* first of flow-control errors (see recv) */
   ngtcp2_connection_close_error last_error;
   uint64_t keepalive_ms;
   uint64_t session_idle_ms;
@@ -258,8 +258,9 @@ static void session_fail(qm_session *s, int liberr) {
     ngtcp2_connection_close_error_set_transport_error_liberr(&e, liberr, NULL,
                                                              0);
   }
-  QM_DEBUG("session", "session %llu: %s",
-           (unsigned long long)s->id, ngtcp2_strerror(liberr));
+  if (s->state != QM_SESS_DEAD)
+    QM_WARN("session", "session %llu: closing on error: %s",
+            (unsigned long long)s->id, ngtcp2_strerror(liberr));
   if (s->state != QM_SESS_DEAD)
     write_close(s, &e);
   session_set_dead(s, err);
@@ -925,6 +926,12 @@ const char *qm__cc_static(const char *name) {
   return cc_names[0];
 }
 
+/* The receive window of a stream: four times its send buffer (the largest
+ * window auto-tuning reached before it was turned off, see below). */
+static uint64_t stream_window(const qm_settings *s) {
+  return (s->stream_buffer ? s->stream_buffer : 1024 * 1024) * 4;
+}
+
 static void fill_settings(ngtcp2_settings *st, ngtcp2_transport_params *p,
                           const qm_settings *s, const qm_endpoint *ep,
                           int server) {
@@ -942,13 +949,20 @@ static void fill_settings(ngtcp2_settings *st, ngtcp2_transport_params *p,
    * (SPEC §3.3, §13 item 11). */
   st->max_tx_udp_payload_size = QM_MAX_QUIC_DATAGRAM - overhead;
   st->max_window = s->conn_window ? s->conn_window * 2 : 16 * 1024 * 1024;
-  st->max_stream_window =
-      s->stream_buffer ? s->stream_buffer * 4 : 4 * 1024 * 1024;
+  /* A fixed stream window: libngtcp2 0.12 sizes an auto-tuned
+   * MAX_STREAM_DATA frame, and if the frame then does not fit the packet it
+   * still sends it later but keeps enforcing the old limit (and, having
+   * doubled the window, sees no need for another frame), so the peer's data
+   * under the credit it was given is rejected for good. Without tuning, a
+   * frame is the plain consumed-plus-window value, the next one is never
+   * lower, and the stream stays queued until one is written. The connection
+   * window (MAX_DATA, written without that flaw) still auto-tunes and bounds
+   * what all streams of a session may buffer together. */
+  st->max_stream_window = 0;
   st->cc_algo = cc_algo(s->cc);
 
   ngtcp2_transport_params_default(p);
-  p->initial_max_stream_data_bidi_local =
-      s->stream_buffer ? s->stream_buffer : 1024 * 1024;
+  p->initial_max_stream_data_bidi_local = stream_window(s);
   p->initial_max_stream_data_bidi_remote =
       p->initial_max_stream_data_bidi_local;
   p->initial_max_stream_data_uni = 0;
@@ -1122,7 +1136,6 @@ int qm_session_server_new(qm_session **out, qm_io *io, qm_endpoint *ep,
 
 void qm_session_recv(qm_session *s, const struct sockaddr *from,
                      socklen_t fromlen, const uint8_t *pkt, size_t len) {
-  qm_stream *st;
   ngtcp2_path path;
   ngtcp2_pkt_info pi = {0};
   int rv;
@@ -1154,28 +1167,21 @@ void qm_session_recv(qm_session *s, const struct sockaddr *from,
     case NGTCP2_ERR_DISCARD_PKT:
       return;
     case NGTCP2_ERR_FLOW_CONTROL: {
-      /* libngtcp2 0.12 can send a MAX_STREAM_DATA that did not fit a
-       * packet in a later one without raising the limit it enforces, and
-       * then rejects the peer's data for good. One more byte of credit on
-       * each stream makes it send the limit again and enforce it. At most
-       * once per 10 ms (a whole window of packets may hit this before the
-       * peer hears); give up if nothing gets through for 5 s. */
+      /* libngtcp2 0.12 can send a MAX_STREAM_DATA frame before it enforces
+       * the limit in it (a frame that did not fit one packet goes out in
+       * the next). With the fixed stream window (fill_settings) that lasts
+       * until the next packet is written; data that arrives meanwhile is
+       * dropped here and the peer sends it again. If nothing else gets
+       * through for 5 s, the limits really are out of step: fail. */
       ngtcp2_tstamp now = qm_now_ns();
       if (!s->fc_since)
         s->fc_since = now;
-      if (now - s->fc_since > 5 * NGTCP2_SECONDS) {
+      else if (now - s->fc_since > 5 * NGTCP2_SECONDS) {
         session_fail(s, rv);
         return;
       }
-      if (now - s->fc_last < 10 * NGTCP2_MILLISECONDS)
-        return;
-      s->fc_last = now;
-      QM_DEBUG("session", "session %llu: flow control error from the peer: "
-               "re-announcing limits", (unsigned long long)s->id);
-      for (st = s->streams; st; st = st->next)
-        if (st->id >= 0 && !st->wire_closed && !st->ghost)
-          ngtcp2_conn_extend_max_stream_offset(s->conn, st->id, 1);
-      ngtcp2_conn_extend_max_offset(s->conn, 1);
+      QM_DEBUG("session", "session %llu: packet over the flow-control limit "
+               "dropped", (unsigned long long)s->id);
       session_schedule(s);
       return;
     }

@@ -24,7 +24,9 @@ Stand-alone echo target for manual debugging:
 
 import atexit
 import ctypes
+import fcntl
 import hashlib
+import itertools
 import json
 import os
 import random
@@ -49,6 +51,9 @@ MiB = 1024 * 1024
 
 # Log level handed to quicmux processes (override with QMTEST_LOG_LEVEL).
 QM_LOG_LEVEL = os.environ.get("QMTEST_LOG_LEVEL", "info")
+
+
+SKIP_EXIT = 77  # a test script whose cases all skipped (CTest SKIP_RETURN_CODE)
 
 
 class Skip(Exception):
@@ -173,6 +178,12 @@ def free_udp_port(host="127.0.0.1"):
     return free_port("udp", host)
 
 
+def _free_port_for(kind, host, netns=None):
+    """A port for a process about to bind host: in a NetnsHost of the case every port is
+    free (its namespace is new), so any ephemeral port of ours will do."""
+    return free_port(kind, "127.0.0.1" if netns else host)
+
+
 # --------------------------------------------------------------------------- /proc parsing
 
 def _proc_net(files):
@@ -198,12 +209,16 @@ def _proc_net(files):
     return rows
 
 
-def udp_rows():
-    return _proc_net(["/proc/net/udp", "/proc/net/udp6"])
+def udp_rows(pid=None):
+    """UDP sockets of this network namespace, or of PID's (/proc/PID/net is the view of
+    the namespace that process is in)."""
+    d = "/proc/%d/net" % pid if pid is not None else "/proc/net"
+    return _proc_net([d + "/udp", d + "/udp6"])
 
 
-def tcp_rows():
-    return _proc_net(["/proc/net/tcp", "/proc/net/tcp6"])
+def tcp_rows(pid=None):
+    d = "/proc/%d/net" % pid if pid is not None else "/proc/net"
+    return _proc_net([d + "/tcp", d + "/tcp6"])
 
 
 def socket_inodes(pid):
@@ -237,7 +252,7 @@ def count_udp_sockets(pid):
 
 def udp_port_bound(port, pid=None):
     inodes = socket_inodes(pid) if pid is not None else None
-    for p, _st, ino in udp_rows():
+    for p, _st, ino in udp_rows(pid):
         if p == port and (inodes is None or ino in inodes):
             return True
     return False
@@ -245,7 +260,7 @@ def udp_port_bound(port, pid=None):
 
 def tcp_port_listening(port, pid=None):
     inodes = socket_inodes(pid) if pid is not None else None
-    for p, st, ino in tcp_rows():
+    for p, st, ino in tcp_rows(pid):
         if p == port and st == "0A" and (inodes is None or ino in inodes):
             return True
     return False
@@ -1031,6 +1046,89 @@ def v2ray_server_config(listen_host, listen_port, target_host, target_port, secu
     }
 
 
+# --------------------------------------------------------------------------- test hosts
+
+_netns_seq = itertools.count(1)
+_netns_probe = None
+NETNS_NET = "10.231"  # test links are 10.231.K.0/24: K.1 here, K.2 in the namespace
+
+
+def _ip(*args):
+    r = subprocess.run(("ip",) + args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=10)
+    if r.returncode != 0:
+        raise OSError("ip %s: %s" % (" ".join(args), r.stderr.decode(errors="replace").strip()))
+    return r.stdout.decode(errors="replace")
+
+
+class NetnsHost:
+    """A test host: a network namespace of its own, joined to this one by a veth pair
+    (a point-to-point link 10.231.K.0/24).  .addr is the host's address, .peer_addr the
+    address of this (the test's) end of the link.  Processes run in it through
+    Case.spawn(..., netns=host); close() deletes the namespace and with it the link."""
+
+    def __init__(self, tag="h"):
+        n = next(_netns_seq)
+        pid = os.getpid()
+        self.name = "qmtest-%d-%s%d" % (pid, tag, n)
+        self.veth = "qv%dn%d" % (pid, n)  # <= 15 characters (IFNAMSIZ)
+        self._made = False
+        # Serialise the choice of K between concurrent test processes.
+        with open(os.path.join(tempfile.gettempdir(), "qmtest-netns.lock"), "w") as lk:
+            fcntl.flock(lk, fcntl.LOCK_EX)
+            used = set(int(m) for m in re.findall(r"inet %s\.(\d+)\." % re.escape(NETNS_NET),
+                                                    _ip("-o", "-4", "addr", "show")))
+            free = [k for k in range(1, 255) if k not in used]
+            if not free:
+                raise OSError("no free %s.K.0/24 test network" % NETNS_NET)
+            k = free[0]
+            self.addr = "%s.%d.2" % (NETNS_NET, k)
+            self.peer_addr = "%s.%d.1" % (NETNS_NET, k)
+            try:
+                _ip("netns", "add", self.name)
+                self._made = True
+                _ip("link", "add", self.veth, "type", "veth", "peer", "name", "eth0",
+                    "netns", self.name)
+                _ip("addr", "add", self.peer_addr + "/24", "dev", self.veth)
+                _ip("link", "set", self.veth, "up")
+                _ip("-n", self.name, "addr", "add", self.addr + "/24", "dev", "eth0")
+                _ip("-n", self.name, "link", "set", "eth0", "up")
+                _ip("-n", self.name, "link", "set", "lo", "up")
+            except BaseException:
+                self.close()
+                raise
+
+    def argv(self, argv):
+        return ["ip", "netns", "exec", self.name] + list(argv)
+
+    def set_mtu(self, mtu):
+        """The link's IP MTU, on both of its ends."""
+        _ip("link", "set", self.veth, "mtu", str(mtu))
+        _ip("-n", self.name, "link", "set", "eth0", "mtu", str(mtu))
+
+    def close(self):
+        if self._made:
+            self._made = False
+            for args in (("link", "del", self.veth), ("netns", "del", self.name)):
+                try:
+                    _ip(*args)
+                except (OSError, subprocess.SubprocessError):
+                    pass
+
+
+def have_netns():
+    """(True, "") if this machine lets the tests make network namespaces with veth
+    links (root, iproute2, a kernel with both); else (False, why)."""
+    global _netns_probe
+    if _netns_probe is None:
+        try:
+            NetnsHost("probe").close()
+            _netns_probe = (True, "")
+        except (OSError, subprocess.SubprocessError) as e:
+            _netns_probe = (False, str(e))
+    return _netns_probe
+
+
 # --------------------------------------------------------------------------- cases
 
 class Case:
@@ -1045,11 +1143,18 @@ class Case:
         self.notes = []
 
     # ---- generic
-    def spawn(self, argv, name, env=None):
-        p = Proc(argv, name, self.dir, env=env)
+    def spawn(self, argv, name, env=None, netns=None):
+        """Start argv (inside the NetnsHost netns if given: `ip netns exec` keeps the PID)."""
+        p = Proc(netns.argv(argv) if netns else argv, name, self.dir, env=env)
         self.procs.append(p)
         self._cleanups.append(p.stop)
         return p
+
+    def netns_host(self, tag="h"):
+        """A NetnsHost, deleted when the case ends."""
+        h = NetnsHost(tag)
+        self._cleanups.append(h.close)
+        return h
 
     def on_close(self, fn):
         self._cleanups.append(fn)
@@ -1105,45 +1210,45 @@ class Case:
 
     # ---- quicmux
     def qm_server(self, target, host="127.0.0.1", security=None, key=None, header=None, extra=(),
-                  name="qm-server", port=None, log_level=None):
+                  name="qm-server", port=None, log_level=None, netns=None):
         require_quicmux()
-        port = port or free_udp_port(host)
+        port = port or _free_port_for("udp", host, netns)
         argv = _qm_argv("server", hostport(host, port), "--target", hostport(*target),
                         security, key, header, extra, log_level)
-        p = self.spawn(argv, name)
+        p = self.spawn(argv, name, netns=netns)
         wait_udp_bound(port, pid=p.pid, timeout=10, proc=p)
         return p, (host, port)
 
     def qm_client(self, server, host="127.0.0.1", security=None, key=None, header=None, extra=(),
-                  name="qm-client", port=None, log_level=None):
+                  name="qm-client", port=None, log_level=None, netns=None):
         require_quicmux()
-        port = port or free_tcp_port(host)
+        port = port or _free_port_for("tcp", host, netns)
         argv = _qm_argv("client", hostport(host, port), "--server", hostport(*server),
                         security, key, header, extra, log_level)
-        p = self.spawn(argv, name)
+        p = self.spawn(argv, name, netns=netns)
         wait_tcp_listen(port, pid=p.pid, timeout=10, proc=p)
         return p, (host, port)
 
     # ---- v2ray
-    def _v2ray(self, cfg, name):
+    def _v2ray(self, cfg, name, netns=None):
         if not have_v2ray():
             raise Skip("v2ray not installed (%s)" % v2ray_bin())
         path = self.write_file(name + ".json", json.dumps(cfg, indent=2))
-        return self.spawn(v2ray_argv(path), name)
+        return self.spawn(v2ray_argv(path), name, netns=netns)
 
     def v2ray_server(self, target, host="127.0.0.1", security="none", key="", header="none",
-                     name="v2ray-server", port=None):
-        port = port or free_udp_port(host)
+                     name="v2ray-server", port=None, netns=None):
+        port = port or _free_port_for("udp", host, netns)
         cfg = v2ray_server_config(host, port, target[0], target[1], security, key, header)
-        p = self._v2ray(cfg, name)
+        p = self._v2ray(cfg, name, netns)
         wait_udp_bound(port, pid=p.pid, timeout=15, proc=p)
         return p, (host, port)
 
     def v2ray_client(self, server, host="127.0.0.1", security="none", key="", header="none",
-                     name="v2ray-client", port=None, target=("127.0.0.1", 9)):
-        port = port or free_tcp_port(host)
+                     name="v2ray-client", port=None, target=("127.0.0.1", 9), netns=None):
+        port = port or _free_port_for("tcp", host, netns)
         cfg = v2ray_client_config(host, port, server[0], server[1], security, key, header, target=target)
-        p = self._v2ray(cfg, name)
+        p = self._v2ray(cfg, name, netns)
         wait_tcp_listen(port, pid=p.pid, timeout=15, proc=p)
         return p, (host, port)
 
@@ -1274,6 +1379,8 @@ class Runner:
         _kill_all_live()
         if self.failed == 0 and not self.keep:
             shutil.rmtree(self.root, ignore_errors=True)
+        if self.failed == 0 and self.passed == 0 and self.skipped:
+            return SKIP_EXIT  # nothing ran: CTest reports the test as skipped, not passed
         return 0 if self.failed == 0 else 1
 
 

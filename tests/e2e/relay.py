@@ -216,8 +216,7 @@ class _Core:
         if s is None:
             up = socket.socket(_family(self.upstream[0]), socket.SOCK_DGRAM)
             _bigbuf(up)
-            up.bind(("::1" if _family(self.upstream[0]) == socket.AF_INET6 else "127.0.0.1", 0))
-            up.connect(self.upstream)
+            up.connect(self.upstream)  # binds the address of the route to upstream
             up.setblocking(False)
             s = _Session(client, up, len(self.order))
             self.sessions[client] = s
