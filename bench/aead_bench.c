@@ -1,13 +1,15 @@
 /*
- * Micro-benchmark for the per-datagram work of quicmux's packet wrapping (SPEC §3):
- * AEAD seal of one ~1424-byte QUIC datagram with Nettle (what src/codec.c uses) versus
- * GnuTLS's AEAD API (the accelerated code ngtcp2's packet protection already uses), and
- * the 12-byte random nonce per datagram (gnutls_rnd per datagram vs. one bulk call),
- * and GnuTLS's one-shot encrypt/decrypt versus the in-place encryptv2/decryptv2 calls
- * that src/codec.c makes.
+ * Micro-benchmark for the per-datagram work of quicmux's packet wrapping (SPEC
+ * §3): AEAD seal of one ~1424-byte QUIC datagram with Nettle (what src/codec.c
+ * uses) versus GnuTLS's AEAD API (the accelerated code ngtcp2's packet
+ * protection already uses), and the 12-byte random nonce per datagram
+ * (gnutls_rnd per datagram vs. one bulk call), and GnuTLS's one-shot
+ * encrypt/decrypt versus the in-place encryptv2/decryptv2 calls that
+ * src/codec.c makes.
  *
  * Build and run (not part of the project build):
- *   cc -O2 -o /tmp/aead_bench bench/aead_bench.c -lgnutls -lnettle && /tmp/aead_bench
+ *   cc -O2 -o /tmp/aead_bench bench/aead_bench.c -lgnutls -lnettle &&
+ * /tmp/aead_bench
  */
 #include <gnutls/crypto.h>
 #include <gnutls/gnutls.h>
@@ -28,8 +30,9 @@ static double now(void) {
 }
 
 static void report(const char *what, double t, size_t n, size_t bytes) {
-  printf("%-46s %7.0f ns/datagram  %6.2f GB/s  (%.3f s/GB)\n", what, t / n * 1e9,
-         bytes ? bytes / t / 1e9 : 0.0, bytes ? t / (bytes / 1e9) : 0.0);
+  printf("%-46s %7.0f ns/datagram  %6.2f GB/s  (%.3f s/GB)\n", what,
+         t / n * 1e9, bytes ? bytes / t / 1e9 : 0.0,
+         bytes ? t / (bytes / 1e9) : 0.0);
 }
 
 int main(void) {
@@ -61,39 +64,48 @@ int main(void) {
   for (i = 0; i < N; i++) {
     nonce[0] = (uint8_t)i;
     outlen = sizeof buf;
-    gnutls_aead_cipher_encrypt(h_gcm, nonce, 12, NULL, 0, 16, buf, PKT, buf, &outlen);
+    gnutls_aead_cipher_encrypt(h_gcm, nonce, 12, NULL, 0, 16, buf, PKT, buf,
+                               &outlen);
   }
-  report("gnutls_aead_cipher_encrypt AES-128-GCM", now() - t, N, (size_t)N * PKT);
+  report("gnutls_aead_cipher_encrypt AES-128-GCM", now() - t, N,
+         (size_t)N * PKT);
 
-  /* What src/codec.c does since 1074989: in place, one giovec, tag after the data. */
+  /* What src/codec.c does since 1074989: in place, one giovec, tag after the
+   * data. */
   t = now();
   for (i = 0; i < N; i++) {
     giovec_t iov = {buf, PKT};
     size_t tag_len = 16;
     nonce[0] = (uint8_t)i;
-    gnutls_aead_cipher_encryptv2(h_gcm, nonce, 12, NULL, 0, &iov, 1, buf + PKT, &tag_len);
+    gnutls_aead_cipher_encryptv2(h_gcm, nonce, 12, NULL, 0, &iov, 1, buf + PKT,
+                                 &tag_len);
   }
-  report("gnutls_aead_cipher_encryptv2 AES-128-GCM", now() - t, N, (size_t)N * PKT);
+  report("gnutls_aead_cipher_encryptv2 AES-128-GCM", now() - t, N,
+         (size_t)N * PKT);
 
-  /* Open: one-shot decrypt (out of place) vs decryptv2 in place (codec.c). The tag
-   * does not verify (the buffer is not a real ciphertext); both paths still do all the
-   * work before the tag comparison. */
+  /* Open: one-shot decrypt (out of place) vs decryptv2 in place (codec.c). The
+   * tag does not verify (the buffer is not a real ciphertext); both paths still
+   * do all the work before the tag comparison. */
   {
     static uint8_t out[PKT + 16];
     t = now();
     for (i = 0; i < N; i++) {
       size_t olen = sizeof out;
       nonce[0] = (uint8_t)i;
-      gnutls_aead_cipher_decrypt(h_gcm, nonce, 12, NULL, 0, 16, buf, PKT + 16, out, &olen);
+      gnutls_aead_cipher_decrypt(h_gcm, nonce, 12, NULL, 0, 16, buf, PKT + 16,
+                                 out, &olen);
     }
-    report("gnutls_aead_cipher_decrypt AES-128-GCM", now() - t, N, (size_t)N * PKT);
+    report("gnutls_aead_cipher_decrypt AES-128-GCM", now() - t, N,
+           (size_t)N * PKT);
     t = now();
     for (i = 0; i < N; i++) {
       giovec_t iov = {buf, PKT};
       nonce[0] = (uint8_t)i;
-      gnutls_aead_cipher_decryptv2(h_gcm, nonce, 12, NULL, 0, &iov, 1, buf + PKT, 16);
+      gnutls_aead_cipher_decryptv2(h_gcm, nonce, 12, NULL, 0, &iov, 1,
+                                   buf + PKT, 16);
     }
-    report("gnutls_aead_cipher_decryptv2 AES-128-GCM", now() - t, N, (size_t)N * PKT);
+    report("gnutls_aead_cipher_decryptv2 AES-128-GCM", now() - t, N,
+           (size_t)N * PKT);
   }
 
   chacha_poly1305_set_key(&cp, key);
@@ -111,9 +123,11 @@ int main(void) {
   for (i = 0; i < N; i++) {
     nonce[0] = (uint8_t)i;
     outlen = sizeof buf;
-    gnutls_aead_cipher_encrypt(h_cp, nonce, 12, NULL, 0, 16, buf, PKT, buf, &outlen);
+    gnutls_aead_cipher_encrypt(h_cp, nonce, 12, NULL, 0, 16, buf, PKT, buf,
+                               &outlen);
   }
-  report("gnutls_aead_cipher_encrypt CHACHA20-POLY1305", now() - t, N, (size_t)N * PKT);
+  report("gnutls_aead_cipher_encrypt CHACHA20-POLY1305", now() - t, N,
+         (size_t)N * PKT);
 
   t = now();
   for (i = 0; i < N; i++)

@@ -5,8 +5,8 @@
  *
  * config.c's reader is static, so this file includes config.c itself; the
  * fuzz build compiles every other program source next to it (main.c with
- * its main() renamed). The input is written to a file under /dev/shm (or TMPDIR) and
- * read back by load(), exactly as the program does.
+ * its main() renamed). The input is written to a file under /dev/shm (or
+ * TMPDIR) and read back by load(), exactly as the program does.
  */
 #include <stdint.h>
 #include <stdio.h>

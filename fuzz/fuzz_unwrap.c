@@ -49,7 +49,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     ngtcp2_pkt_hd hd;
     size_t len = (size_t)n;
     if (quic < buf || quic + len > buf + size)
-      abort(); /* the plaintext must lie inside the datagram */
+      abort();     /* the plaintext must lie inside the datagram */
     if (len > 0) { /* io.c drops empty ones before any ngtcp2 call */
       (void)ngtcp2_pkt_decode_version_cid(&vc, quic, len, 12);
       (void)ngtcp2_accept(&hd, quic, len);

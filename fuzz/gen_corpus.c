@@ -25,7 +25,8 @@ int main(int argc, char **argv) {
   for (i = 2; i < argc; i++) {
     FILE *f = fopen(argv[i], "rb");
     size_t n;
-    const char *base = strrchr(argv[i], '/') ? strrchr(argv[i], '/') + 1 : argv[i];
+    const char *base =
+        strrchr(argv[i], '/') ? strrchr(argv[i], '/') + 1 : argv[i];
     if (!f) {
       perror(argv[i]);
       return 1;
@@ -48,7 +49,8 @@ int main(int argc, char **argv) {
           return 1;
         buf[0] = (uint8_t)sel;
         snprintf(path, sizeof(path), "%s/%s.%s.%s", argv[1], base,
-                 qm_security_name((qm_security)sec), qm_header_name((qm_header)hdr));
+                 qm_security_name((qm_security)sec),
+                 qm_header_name((qm_header)hdr));
         o = fopen(path, "wb");
         if (!o || fwrite(buf, 1, (size_t)w + 1, o) != (size_t)w + 1) {
           perror(path);

@@ -149,11 +149,11 @@ int qm_codec_init_seeded(qm_codec *c, qm_security sec, const char *key,
     sha256_update(&h, sizeof kdf_salt - 1, (const uint8_t *)kdf_salt);
     sha256_digest(&h, sizeof k, k);
     gnutls_datum_t kd = {k, sec == QM_SEC_AES_128_GCM ? 16 : 32};
-    int rv = gnutls_aead_cipher_init(&c->aead,
-                                     sec == QM_SEC_AES_128_GCM
-                                         ? GNUTLS_CIPHER_AES_128_GCM /* K[0..15] */
-                                         : GNUTLS_CIPHER_CHACHA20_POLY1305,
-                                     &kd); /* K[0..31] */
+    int rv = gnutls_aead_cipher_init(
+        &c->aead,
+        sec == QM_SEC_AES_128_GCM ? GNUTLS_CIPHER_AES_128_GCM /* K[0..15] */
+                                  : GNUTLS_CIPHER_CHACHA20_POLY1305,
+        &kd); /* K[0..31] */
     gnutls_memset(k, 0, sizeof k);
     gnutls_memset(&h, 0, sizeof h);
     if (rv < 0) {

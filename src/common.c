@@ -15,26 +15,44 @@
 #define QM_VERSION_STRING "0.0.0"
 #endif
 
-const char *qm_version(void) { return QM_VERSION_STRING; }
+const char *qm_version(void) {
+  return QM_VERSION_STRING;
+}
 
 const char *qm_strerror(int err) {
   switch (err) {
-  case QM_OK: return "success";
-  case QM_EINVAL: return "invalid argument";
-  case QM_ENOMEM: return "out of memory";
-  case QM_EIO: return "socket error";
-  case QM_EBADMSG: return "bad datagram";
-  case QM_ERESOLVE: return "host name did not resolve";
-  case QM_ETLS: return "TLS error";
-  case QM_EQUIC: return "QUIC protocol error";
-  case QM_ETIMEDOUT: return "timed out";
-  case QM_ECLOSED: return "closed";
-  case QM_ERESET: return "reset by peer";
-  case QM_ELIMIT: return "limit reached";
-  case QM_EAGAIN: return "try again";
-  case QM_ENOENT: return "not found";
-  case QM_EREFUSED: return "refused by peer";
-  default: return "unknown error";
+  case QM_OK:
+    return "success";
+  case QM_EINVAL:
+    return "invalid argument";
+  case QM_ENOMEM:
+    return "out of memory";
+  case QM_EIO:
+    return "socket error";
+  case QM_EBADMSG:
+    return "bad datagram";
+  case QM_ERESOLVE:
+    return "host name did not resolve";
+  case QM_ETLS:
+    return "TLS error";
+  case QM_EQUIC:
+    return "QUIC protocol error";
+  case QM_ETIMEDOUT:
+    return "timed out";
+  case QM_ECLOSED:
+    return "closed";
+  case QM_ERESET:
+    return "reset by peer";
+  case QM_ELIMIT:
+    return "limit reached";
+  case QM_EAGAIN:
+    return "try again";
+  case QM_ENOENT:
+    return "not found";
+  case QM_EREFUSED:
+    return "refused by peer";
+  default:
+    return "unknown error";
   }
 }
 
@@ -68,7 +86,9 @@ void qm_random(void *buf, size_t len) {
     abort(); /* the generator failing is not recoverable */
 }
 
-void qm_wipe(void *buf, size_t len) { gnutls_memset(buf, 0, len); }
+void qm_wipe(void *buf, size_t len) {
+  gnutls_memset(buf, 0, len);
+}
 
 uint64_t qm__next_session_id(void) {
   static uint64_t next = 1; /* one loop per thread; see ARCHITECTURE.md */

@@ -65,8 +65,7 @@ static void op_destroy(void *p, void *ud) {
 static const qm_pool_ops pool_ops = {op_is_active, op_can_take, op_destroy};
 
 static void sess_on_dead(qm_session *s, void *ud);
-static void sess_on_requeue(qm_session *s, qm_stream *st, int failed,
-                            void *ud);
+static void sess_on_requeue(qm_session *s, qm_stream *st, int failed, void *ud);
 
 static void addr_key(const struct sockaddr_storage *ss, char *key,
                      size_t keylen) {
@@ -101,11 +100,11 @@ static int place_stream(qm_dialer *d, qm_stream *st) {
     qm_session_owner owner = {0};
     qm_pool_prune(d->pool, key);
     /* Caps: a clear error for this one connection, nothing else touched. */
-    if (!qm_policy_may_open_session(qm_pool_count(d->pool, key),
-                                    qm_pool_count(d->pool, NULL),
-                                    d->settings.max_sessions_per_dest,
-                                    d->settings.max_sessions)) {
-      QM_WARN("dialer", "session limit reached for %s (%zu here, %zu in all; "
+    if (!qm_policy_may_open_session(
+            qm_pool_count(d->pool, key), qm_pool_count(d->pool, NULL),
+            d->settings.max_sessions_per_dest, d->settings.max_sessions)) {
+      QM_WARN("dialer",
+              "session limit reached for %s (%zu here, %zu in all; "
               "limits %u and %u): connection refused",
               key, qm_pool_count(d->pool, key), qm_pool_count(d->pool, NULL),
               d->settings.max_sessions_per_dest, d->settings.max_sessions);
@@ -203,7 +202,9 @@ static void cleanup_cb(struct ev_loop *loop, ev_timer *w, int revents) {
     QM_DEBUG("dialer", "cleanup closed %zu inactive sessions", n);
 }
 
-static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
+static char *dup_or_null(const char *s) {
+  return s ? strdup(s) : NULL;
+}
 
 int qm_dialer_new(qm_dialer **out, struct ev_loop *loop, const qm_settings *s) {
   qm_dialer *d = calloc(1, sizeof(*d));

@@ -142,8 +142,8 @@ static void ep_read_cb(struct ev_loop *loop, ev_io *w, int revents) {
         ep_deliver(ep, (struct sockaddr *)&io->rx_addr[i], h->msg_namelen,
                    buf + off, QM_MIN(seg, len - off));
       if (len == 0)
-        ep_deliver(ep, (struct sockaddr *)&io->rx_addr[i], h->msg_namelen,
-                   buf, 0);
+        ep_deliver(ep, (struct sockaddr *)&io->rx_addr[i], h->msg_namelen, buf,
+                   0);
     }
     if (n < QM_RX_MSGS)
       return;
@@ -163,8 +163,8 @@ int qm_endpoint_open(qm_endpoint *ep, qm_io *io, int family,
                      const struct sockaddr *bind_addr, socklen_t bind_len,
                      const struct sockaddr *peer, socklen_t peer_len,
                      const qm_settings *s, qm_endpoint_recv_fn on_recv,
-                     qm_endpoint_writable_fn on_writable, void *ud,
-                     char *err, size_t errlen) {
+                     qm_endpoint_writable_fn on_writable, void *ud, char *err,
+                     size_t errlen) {
   int rv;
   const char *key = s->key ? s->key : "";
 
@@ -181,8 +181,8 @@ int qm_endpoint_open(qm_endpoint *ep, qm_io *io, int family,
     qm_codec_clear(&ep->codec);
     return QM_ENOMEM;
   }
-  rv = qm_udp_open(family, bind_addr, bind_len, peer, peer_len, s->fwmark,
-                   err, errlen);
+  rv = qm_udp_open(family, bind_addr, bind_len, peer, peer_len, s->fwmark, err,
+                   errlen);
   if (rv < 0) {
     free(ep->tx_buf);
     ep->tx_buf = NULL;

@@ -96,8 +96,8 @@ int qm_endpoint_open(qm_endpoint *ep, qm_io *io, int family,
                      const struct sockaddr *bind_addr, socklen_t bind_len,
                      const struct sockaddr *peer, socklen_t peer_len,
                      const qm_settings *s, qm_endpoint_recv_fn on_recv,
-                     qm_endpoint_writable_fn on_writable, void *ud,
-                     char *err, size_t errlen);
+                     qm_endpoint_writable_fn on_writable, void *ud, char *err,
+                     size_t errlen);
 void qm_endpoint_close(qm_endpoint *ep);
 
 /* Largest QUIC datagram a slot can take (before wrapping). */

@@ -47,8 +47,8 @@ struct qm_listener {
   /* Retry: token secret and flood detection */
   uint8_t retry_secret[32];
   ev_tstamp window_start;
-  unsigned window_new;    /* new sessions in the current second */
-  ev_tstamp retry_until;  /* auto mode: validate addresses until then */
+  unsigned window_new;   /* new sessions in the current second */
+  ev_tstamp retry_until; /* auto mode: validate addresses until then */
 };
 
 /* auto Retry: more new sessions than this in one second is a flood */
@@ -136,7 +136,8 @@ static void node_unlink(qm_listener *l, sess_node *n) {
 static void sess_on_dead(qm_session *s, void *ud) {
   sess_node *n = ud;
   qm_listener *l = n->l;
-  QM_DEBUG("listener", "session %llu gone", (unsigned long long)qm_session_id(s));
+  QM_DEBUG("listener", "session %llu gone",
+           (unsigned long long)qm_session_id(s));
   remove_all_cids(l, s);
   node_unlink(l, n);
   qm_session_free(s);
@@ -181,9 +182,10 @@ static int want_retry(qm_listener *l) {
     l->window_new = 0;
   }
   if (++l->window_new > QM_FLOOD_PER_SEC && l->retry_until < now) {
-    QM_WARN("listener", "more than %d new sessions a second: validating "
-            "client addresses with Retry for %.0f s", QM_FLOOD_PER_SEC,
-            QM_RETRY_HOLD);
+    QM_WARN("listener",
+            "more than %d new sessions a second: validating "
+            "client addresses with Retry for %.0f s",
+            QM_FLOOD_PER_SEC, QM_RETRY_HOLD);
     l->retry_until = now + QM_RETRY_HOLD;
   }
   return l->retry_until >= now;
@@ -205,9 +207,9 @@ static void send_retry(qm_listener *l, const ngtcp2_pkt_hd *hd,
       fromlen, &scid, &hd->dcid, qm_now_ns());
   if (tlen < 0)
     return;
-  n = ngtcp2_crypto_write_retry(slot, qm_endpoint_max_quic(&l->ep),
-                                hd->version, &hd->scid, &scid, &hd->dcid,
-                                token, (size_t)tlen);
+  n = ngtcp2_crypto_write_retry(slot, qm_endpoint_max_quic(&l->ep), hd->version,
+                                &hd->scid, &scid, &hd->dcid, token,
+                                (size_t)tlen);
   if (n > 0) {
     qm_endpoint_commit(&l->ep, (size_t)n, from, fromlen);
     qm_endpoint_flush(&l->ep);
@@ -285,7 +287,8 @@ static void ep_recv(qm_endpoint *ep, const struct sockaddr *from,
   l->sessions = n;
   l->nsessions++;
   l->accepted++;
-  QM_DEBUG("listener", "session %llu accepted", (unsigned long long)qm_session_id(s));
+  QM_DEBUG("listener", "session %llu accepted",
+           (unsigned long long)qm_session_id(s));
   qm_session_recv(s, from, fromlen, pkt, len);
 }
 
@@ -297,7 +300,9 @@ static void ep_writable(qm_endpoint *ep, void *ud) {
     qm_session_writable(n->s);
 }
 
-static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
+static char *dup_or_null(const char *s) {
+  return s ? strdup(s) : NULL;
+}
 
 int qm_listener_new(qm_listener **out, struct ev_loop *loop,
                     const struct sockaddr *addr, socklen_t addrlen,
@@ -332,9 +337,9 @@ int qm_listener_new(qm_listener **out, struct ev_loop *loop,
     QM_ERROR("listener", "%s", err);
     goto fail;
   }
-  rv = qm_endpoint_open(&l->ep, &l->io, addr->sa_family, addr, addrlen, NULL,
-                        0, &l->settings, ep_recv, ep_writable, l, err,
-                        sizeof(err));
+  rv =
+      qm_endpoint_open(&l->ep, &l->io, addr->sa_family, addr, addrlen, NULL, 0,
+                       &l->settings, ep_recv, ep_writable, l, err, sizeof(err));
   if (rv != 0) {
     QM_ERROR("listener", "%s", err);
     goto fail;

@@ -44,7 +44,7 @@ typedef struct qm_health_facts {
   uint64_t silence;         /* since the last packet from the peer */
   uint64_t pto;             /* the current probe timeout */
   int suspect;
-  uint64_t suspect_since;   /* valid when suspect */
+  uint64_t suspect_since; /* valid when suspect */
   uint64_t now;
 } qm_health_facts;
 
@@ -70,7 +70,7 @@ int qm_policy_may_open_session(size_t sessions_here, size_t sessions_all,
  * changes: keep-alive on while it carries streams, idle close armed while
  * it carries none. */
 typedef struct qm_policy_timers {
-  uint64_t keepalive_ms; /* 0 = off */
+  uint64_t keepalive_ms;  /* 0 = off */
   uint64_t idle_close_ms; /* 0 = not armed */
 } qm_policy_timers;
 qm_policy_timers qm_policy_on_streams(size_t nstreams, uint64_t keepalive_ms,

@@ -38,7 +38,9 @@ typedef struct lookup {
   char host[256];
 } lookup;
 
-void qm_addrlist_ref(qm_addrlist *a) { a->refs++; }
+void qm_addrlist_ref(qm_addrlist *a) {
+  a->refs++;
+}
 void qm_addrlist_unref(qm_addrlist *a) {
   if (a && --a->refs == 0)
     free(a);
@@ -48,8 +50,7 @@ static void process_timer(qm_resolver *r) {
   struct timeval tv, *tvp = ares_timeout(r->channel, NULL, &tv);
   ev_timer_stop(r->loop, &r->timer);
   if (tvp) {
-    ev_timer_set(&r->timer, (double)tv.tv_sec + (double)tv.tv_usec / 1e6,
-                 0.);
+    ev_timer_set(&r->timer, (double)tv.tv_sec + (double)tv.tv_usec / 1e6, 0.);
     ev_timer_start(r->loop, &r->timer);
   }
 }
@@ -86,7 +87,8 @@ static void sock_state_cb(void *data, ares_socket_t fd, int readable,
     i = free_slot;
   if (i < 0 || (!readable && !writable))
     return;
-  ev_io_set(&r->io[i], fd, (readable ? EV_READ : 0) | (writable ? EV_WRITE : 0));
+  ev_io_set(&r->io[i], fd,
+            (readable ? EV_READ : 0) | (writable ? EV_WRITE : 0));
   ev_io_start(r->loop, &r->io[i]);
 }
 

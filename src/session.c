@@ -48,7 +48,7 @@ struct qm_session {
   int blocked; /* waiting for the endpoint to drain */
   int suspect; /* several PTOs without an ack: the path looks dead */
   ngtcp2_tstamp suspect_since;
-  ngtcp2_tstamp last_rx; /* last packet from the peer */
+  ngtcp2_tstamp last_rx;    /* last packet from the peer */
   ngtcp2_tstamp owed_since; /* first send while nothing was in flight */
   ev_timer health_timer; /* client: watches the path while carrying streams */
   int died_handshaking;
@@ -60,15 +60,22 @@ struct qm_session {
   uint64_t rx, tx;     /* datagrams */
 };
 
+static void session_schedule(qm_session *s) {
+  qm_io_defer(s->io, &s->task);
+}
 
-static void session_schedule(qm_session *s) { qm_io_defer(s->io, &s->task); }
-
-uint64_t qm_session_id(const qm_session *s) { return s->id; }
+uint64_t qm_session_id(const qm_session *s) {
+  return s->id;
+}
 int qm_session_close_error(const qm_session *s) {
   return s->close_err ? s->close_err : QM_ECLOSED;
 }
-qm_session_state qm_session_state_of(const qm_session *s) { return s->state; }
-size_t qm_session_stream_count(const qm_session *s) { return s->nstreams; }
+qm_session_state qm_session_state_of(const qm_session *s) {
+  return s->state;
+}
+size_t qm_session_stream_count(const qm_session *s) {
+  return s->nstreams;
+}
 int qm_session_is_active(const qm_session *s) {
   return s->state == QM_SESS_HANDSHAKING || s->state == QM_SESS_ESTABLISHED;
 }
@@ -83,11 +90,10 @@ static qm_policy_state policy_state(const qm_session *s) {
 }
 
 int qm_session_can_take(const qm_session *s) {
-  return qm_policy_can_take(
-      policy_state(s), s->suspect, s->npending,
-      s->state == QM_SESS_ESTABLISHED
-          ? ngtcp2_conn_get_streams_bidi_left(s->conn)
-          : 0);
+  return qm_policy_can_take(policy_state(s), s->suspect, s->npending,
+                            s->state == QM_SESS_ESTABLISHED
+                                ? ngtcp2_conn_get_streams_bidi_left(s->conn)
+                                : 0);
 }
 
 /* ---- stream lists ---- */
@@ -382,8 +388,10 @@ static void check_health(qm_session *s) {
   case QM_HEALTH_SUSPECT:
     s->suspect = 1;
     s->suspect_since = now;
-    QM_INFO("session", "session %llu: no answer for %.1f s, taking it out "
-            "of the pool", (unsigned long long)s->id, (double)f.silence / 1e9);
+    QM_INFO("session",
+            "session %llu: no answer for %.1f s, taking it out "
+            "of the pool",
+            (unsigned long long)s->id, (double)f.silence / 1e9);
     retry_unanswered(s);
     break;
   case QM_HEALTH_DEAD:
@@ -487,8 +495,7 @@ static void session_write(qm_session *s) {
     if (st) {
       sid = st->id;
       nvec = qm_stream_unsent(st, vec, QM_MAX_VEC, &total);
-      if (st->fin_wanted && !st->fin_sent &&
-          st->s_sent + total == st->s_end)
+      if (st->fin_wanted && !st->fin_sent && st->s_sent + total == st->s_end)
         flags |= NGTCP2_WRITE_STREAM_FLAG_FIN;
     }
     nwrite = ngtcp2_conn_writev_stream(s->conn, &s->ps.path, &pi, slot, maxlen,
@@ -496,8 +503,7 @@ static void session_write(qm_session *s) {
     if (st && ndatalen >= 0) {
       st->announce = 0;
       qm_stream_mark_sent(st, (size_t)ndatalen);
-      if ((flags & NGTCP2_WRITE_STREAM_FLAG_FIN) &&
-          (size_t)ndatalen == total)
+      if ((flags & NGTCP2_WRITE_STREAM_FLAG_FIN) && (size_t)ndatalen == total)
         st->fin_sent = 1;
       /* Round robin in bursts: a stream keeps the turn for up to
        * QM_BURST bytes, so the receiver gets fewer, larger pieces per
@@ -597,8 +603,7 @@ static void session_finish(qm_session *s) {
     ev_remove(s, st);
     unlink_stream(s, st);
     st->sess = NULL;
-    if (s->died_handshaking && s->owner.on_requeue &&
-        !st->close_err) {
+    if (s->died_handshaking && s->owner.on_requeue && !st->close_err) {
       s->owner.on_requeue(s, st, 1, s->owner.ud);
       continue;
     }
@@ -655,8 +660,7 @@ static void task_run(qm_task *t) {
       qm_stream_resume_recv(st);
     if ((ev & QM_SEV_SEND_READY) && !st->closed && st->cbs.on_send_ready)
       st->cbs.on_send_ready(st, st->ud);
-    if ((ev & QM_SEV_CLOSE) && !st->closed &&
-        (st->wire_closed || st->id < 0) &&
+    if ((ev & QM_SEV_CLOSE) && !st->closed && (st->wire_closed || st->id < 0) &&
         (qm_stream_recv_done(st) || st->close_err)) {
       if (st->in_wq)
         wq_remove(s, st);
@@ -710,7 +714,8 @@ static int handshake_completed_cb(ngtcp2_conn *conn, void *ud) {
   (void)conn;
   if (s->state == QM_SESS_HANDSHAKING)
     s->state = QM_SESS_ESTABLISHED;
-  QM_DEBUG("session", "session %llu: handshake done", (unsigned long long)s->id);
+  QM_DEBUG("session", "session %llu: handshake done",
+           (unsigned long long)s->id);
   if (!s->server)
     open_pending(s);
   return 0;
@@ -797,9 +802,8 @@ static int acked_stream_data_offset_cb(ngtcp2_conn *conn, int64_t stream_id,
   return 0;
 }
 
-static int stream_close_cb(ngtcp2_conn *conn, uint32_t flags,
-                           int64_t stream_id, uint64_t app_error_code,
-                           void *ud, void *sud) {
+static int stream_close_cb(ngtcp2_conn *conn, uint32_t flags, int64_t stream_id,
+                           uint64_t app_error_code, void *ud, void *sud) {
   qm_session *s = ud;
   qm_stream *st = sud;
   (void)conn;
@@ -936,15 +940,15 @@ static void fill_settings(ngtcp2_settings *st, ngtcp2_transport_params *p,
                           const qm_settings *s, const qm_endpoint *ep,
                           int server) {
   size_t overhead = qm_codec_overhead(&ep->codec);
-  uint64_t idle = s->idle_timeout_ms ? s->idle_timeout_ms
-                                     : (server ? 45000 : 30000);
+  uint64_t idle =
+      s->idle_timeout_ms ? s->idle_timeout_ms : (server ? 45000 : 30000);
 
   ngtcp2_settings_default(st);
   st->initial_ts = qm_now_ns();
   st->rand_ctx.native_handle = NULL;
-  st->handshake_timeout = (s->handshake_timeout_ms ? s->handshake_timeout_ms
-                                                   : 8000) *
-                          NGTCP2_MILLISECONDS;
+  st->handshake_timeout =
+      (s->handshake_timeout_ms ? s->handshake_timeout_ms : 8000) *
+      NGTCP2_MILLISECONDS;
   /* Never exceed quic-go's 1452-byte buffer once wrapped fits a 1500 MTU
    * (SPEC §3.3, §13 item 11). */
   st->max_tx_udp_payload_size = QM_MAX_QUIC_DATAGRAM - overhead;
@@ -1123,10 +1127,9 @@ int qm_session_server_new(qm_session **out, qm_io *io, qm_endpoint *ep,
     return QM_ETLS;
   }
   ngtcp2_conn_set_tls_native_handle(x->conn, x->tls_sess);
-  if (owner->add_cid && (owner->add_cid(x, scid.data, scid.datalen,
-                                        owner->ud) != 0 ||
-                         owner->add_cid(x, hd->dcid.data, hd->dcid.datalen,
-                                        owner->ud) != 0)) {
+  if (owner->add_cid &&
+      (owner->add_cid(x, scid.data, scid.datalen, owner->ud) != 0 ||
+       owner->add_cid(x, hd->dcid.data, hd->dcid.datalen, owner->ud) != 0)) {
     qm_session_free(x);
     return QM_ENOMEM;
   }
@@ -1156,7 +1159,7 @@ void qm_session_recv(qm_session *s, const struct sockaddr *from,
                (unsigned long long)s->id,
                (unsigned long long)s->last_error.error_code);
       session_set_dead(s, s->state == QM_SESS_HANDSHAKING ? QM_EREFUSED
-                                                           : QM_ECLOSED);
+                                                          : QM_ECLOSED);
       return;
     case NGTCP2_ERR_DROP_CONN:
       session_set_dead(s, QM_ECLOSED);
@@ -1180,8 +1183,10 @@ void qm_session_recv(qm_session *s, const struct sockaddr *from,
         session_fail(s, rv);
         return;
       }
-      QM_DEBUG("session", "session %llu: packet over the flow-control limit "
-               "dropped", (unsigned long long)s->id);
+      QM_DEBUG("session",
+               "session %llu: packet over the flow-control limit "
+               "dropped",
+               (unsigned long long)s->id);
       session_schedule(s);
       return;
     }
@@ -1257,8 +1262,7 @@ static void open_pending(qm_session *s) {
 void qm_session_attach(qm_session *s, qm_stream *st) {
   link_stream(s, st);
   if (s->state == QM_SESS_ESTABLISHED &&
-      ngtcp2_conn_get_streams_bidi_left(s->conn) > 0 &&
-      try_open(s, st) == 0) {
+      ngtcp2_conn_get_streams_bidi_left(s->conn) > 0 && try_open(s, st) == 0) {
     session_schedule(s);
     return;
   }
@@ -1336,7 +1340,8 @@ void qm_session_get_info(const qm_session *s, qm_session_info *in) {
     snprintf(in->peer, sizeof(in->peer), "[%s]:%u", host, port);
   }
   if (s->ep->local.ss_family == AF_INET)
-    in->local_port = ntohs(((const struct sockaddr_in *)&s->ep->local)->sin_port);
+    in->local_port =
+        ntohs(((const struct sockaddr_in *)&s->ep->local)->sin_port);
   else
     in->local_port =
         ntohs(((const struct sockaddr_in6 *)&s->ep->local)->sin6_port);

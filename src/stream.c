@@ -147,14 +147,12 @@ size_t qm_stream_unsent(qm_stream *s, ngtcp2_vec *vec, size_t maxvec,
 
 void qm_stream_mark_sent(qm_stream *s, size_t n) {
   s->s_sent += n;
-  while (s->scur && s->s_sent >= s->scur->off + s->scur->len &&
-         s->scur->next)
+  while (s->scur && s->s_sent >= s->scur->off + s->scur->len && s->scur->next)
     s->scur = s->scur->next;
 }
 
 int qm_stream_has_unsent(const qm_stream *s) {
-  return s->s_sent < s->s_end || (s->fin_wanted && !s->fin_sent) ||
-         s->announce;
+  return s->s_sent < s->s_end || (s->fin_wanted && !s->fin_sent) || s->announce;
 }
 
 void qm_stream_acked(qm_stream *s, uint64_t off, uint64_t len) {
@@ -289,7 +287,9 @@ size_t qm_stream_drain(qm_stream *s) {
   return total;
 }
 
-int qm_stream_recv_done(const qm_stream *s) { return s->r_buffered == 0; }
+int qm_stream_recv_done(const qm_stream *s) {
+  return s->r_buffered == 0;
+}
 
 void qm_stream_resume_recv(qm_stream *s) {
   size_t n;
@@ -300,13 +300,14 @@ void qm_stream_resume_recv(qm_stream *s) {
     qm_session_stream_consumed(s->sess, s, n);
 }
 
-void qm_stream_set_callbacks(qm_stream *s, const qm_stream_cbs *cbs,
-                             void *ud) {
+void qm_stream_set_callbacks(qm_stream *s, const qm_stream_cbs *cbs, void *ud) {
   s->cbs = *cbs;
   s->ud = ud;
 }
 
-int64_t qm_stream_id(const qm_stream *s) { return s->id; }
+int64_t qm_stream_id(const qm_stream *s) {
+  return s->id;
+}
 
 uint64_t qm_stream_session_id(const qm_stream *s) {
   return s->sess ? qm_session_id(s->sess) : s->last_sess_id;

@@ -45,7 +45,7 @@ struct qm_stream {
   /* session's write queue (streams with bytes or a FIN to send) */
   struct qm_stream *wnext;
   int in_wq;
-  size_t burst; /* bytes sent in its current turn */
+  size_t burst;          /* bytes sent in its current turn */
   uint64_t last_sess_id; /* for logs after the session let go of it */
   /* session's list of streams with pending events */
   struct qm_stream *enext;
@@ -63,14 +63,14 @@ struct qm_stream {
   unsigned fin_rcvd : 1, fin_delivered : 1, delivering : 1;
   /* lifetime */
   unsigned wire_closed : 1, closed : 1, opened : 1, open_notified : 1;
-  unsigned ghost : 1; /* left behind on a dead path after a retry */
+  unsigned ghost : 1;    /* left behind on a dead path after a retry */
   unsigned announce : 1; /* client: tell the peer the stream exists */
-  uint64_t r_total;   /* bytes received from the peer */
-  uint64_t open_ts;   /* when it was opened on the wire (ns) */
+  uint64_t r_total;      /* bytes received from the peer */
+  uint64_t open_ts;      /* when it was opened on the wire (ns) */
   /* dialer: where this stream may go, and which address it is on */
   qm_addrlist *addrs;
   unsigned addr_idx;
-  struct qm_stream *dnext; /* dialer's list of streams to fail */
+  struct qm_stream *dnext;  /* dialer's list of streams to fail */
   struct qm_dialer *dialer; /* set while the name is being resolved */
   int close_err;
   uint64_t reset_code;

@@ -78,13 +78,12 @@ static int make_self_signed(qm_tls_ctx *c, const char *name, char *err,
   if ((rv = gnutls_x509_crt_set_version(crt, 3)) < 0 ||
       (rv = gnutls_x509_crt_set_serial(crt, serial, sizeof(serial))) < 0 ||
       (rv = gnutls_x509_crt_set_activation_time(crt, now - 3600)) < 0 ||
-      (rv = gnutls_x509_crt_set_expiration_time(crt, now + 365 * 86400)) <
-          0 ||
+      (rv = gnutls_x509_crt_set_expiration_time(crt, now + 365 * 86400)) < 0 ||
       (rv = gnutls_x509_crt_set_dn_by_oid(crt, GNUTLS_OID_X520_COMMON_NAME, 0,
                                           name, (unsigned)strlen(name))) < 0 ||
-      (rv = gnutls_x509_crt_set_subject_alt_name(
-           crt, GNUTLS_SAN_DNSNAME, name, (unsigned)strlen(name),
-           GNUTLS_FSAN_SET)) < 0 ||
+      (rv = gnutls_x509_crt_set_subject_alt_name(crt, GNUTLS_SAN_DNSNAME, name,
+                                                 (unsigned)strlen(name),
+                                                 GNUTLS_FSAN_SET)) < 0 ||
       (rv = gnutls_x509_crt_set_key_usage(
            crt, GNUTLS_KEY_DIGITAL_SIGNATURE | GNUTLS_KEY_KEY_ENCIPHERMENT)) <
           0 ||
@@ -145,9 +144,8 @@ int qm_tls_ctx_new(qm_tls_ctx **out, int server, const qm_settings *s,
         rv = QM_EINVAL;
         goto fail;
       }
-      rv = gnutls_certificate_set_x509_key_file(c->cred, s->cert_file,
-                                                s->key_file,
-                                                GNUTLS_X509_FMT_PEM);
+      rv = gnutls_certificate_set_x509_key_file(
+          c->cred, s->cert_file, s->key_file, GNUTLS_X509_FMT_PEM);
       if (rv < 0) {
         snprintf(err, errlen, "tls: cannot load %s / %s: %s", s->cert_file,
                  s->key_file, gnutls_strerror(rv));
@@ -209,8 +207,8 @@ int qm_tls_session_new(qm_tls_ctx *c, gnutls_session_t *out,
   if (rv != 0 || gnutls_priority_set_direct(s, QM_TLS_PRIORITY, NULL) < 0 ||
       gnutls_credentials_set(s, GNUTLS_CRD_CERTIFICATE, c->cred) < 0 ||
       gnutls_alpn_set_protocols(s, c->alpn, c->nalpn,
-                                c->server ? GNUTLS_ALPN_SERVER_PRECEDENCE
-                                          : 0) < 0)
+                                c->server ? GNUTLS_ALPN_SERVER_PRECEDENCE : 0) <
+          0)
     goto fail;
   if (!c->server) {
     /* An IP literal as serverName sends no SNI, as Go does (SPEC §6). */

@@ -32,8 +32,8 @@ int qm_udp_open(int family, const struct sockaddr *bind_addr,
     return QM_EIO;
   }
   set_buffers(fd);
-  if (fwmark && setsockopt(fd, SOL_SOCKET, SO_MARK, &fwmark,
-                           sizeof(fwmark)) != 0) {
+  if (fwmark &&
+      setsockopt(fd, SOL_SOCKET, SO_MARK, &fwmark, sizeof(fwmark)) != 0) {
     snprintf(err, errlen, "SO_MARK %d: %s", fwmark, strerror(errno));
     close(fd);
     return QM_EIO;

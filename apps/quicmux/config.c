@@ -956,16 +956,18 @@ int app_config_main(int argc, char **argv) {
       app_die_usage("option '%s' needs a value", argv[optind - 1]);
     default:
       app_die_usage("unknown option '%s' here (with -c: --check, --log-level, "
-          "--log-file; see --help)",
-          argv[optind - 1]);
+                    "--log-file; see --help)",
+                    argv[optind - 1]);
     }
   }
   if (optind < argc)
     app_die_usage("unexpected argument '%s' (see --help)", argv[optind]);
   if (!file)
-    app_die_usage("missing -c FILE (or a subcommand: client, server, plugin, demo)");
+    app_die_usage(
+        "missing -c FILE (or a subcommand: client, server, plugin, demo)");
   if (level && app_log_level_parse(level, &lvl) != 0)
-    app_die_usage("--log-level '%s': want debug, info, warning, error or none", level);
+    app_die_usage("--log-level '%s': want debug, info, warning, error or none",
+                  level);
 
   if (load(&x, file, &cfg) != 0) {
     fprintf(stderr, "quicmux: %s: %s\n", file, x.err);

@@ -114,7 +114,7 @@ static int cli_main(unsigned mode, int argc, char **argv) {
     app_die_usage("unexpected argument '%s' (see --help)", argv[optind]);
   if (level && app_log_level_parse(level, &lvl) != 0)
     app_die_usage("--log-level '%s': want debug, info, warning, error or none",
-              level);
+                  level);
 
   if (mode == MODE_DEMO) {
     app_log_setup(lvl);
@@ -179,7 +179,7 @@ int main(int argc, char **argv) {
   }
   if (!a)
     app_die_usage("missing subcommand: client, server, plugin, demo or -c FILE "
-              "(see --help)");
+                  "(see --help)");
   if (!strcmp(a, "client"))
     return cli_main(MODE_CLIENT, argc, argv);
   if (!strcmp(a, "server"))
@@ -191,6 +191,6 @@ int main(int argc, char **argv) {
   if (a[0] == '-')
     return app_config_main(argc, argv);
   app_die_usage("unknown subcommand '%s': want client, server, plugin, demo or "
-            "-c FILE",
-            a);
+                "-c FILE",
+                a);
 }

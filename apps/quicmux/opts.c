@@ -392,8 +392,7 @@ int tunnel_cfg_set(tunnel_cfg *c, const opt_def *o, const char *where,
     break;
   case OPT_CC:
     if (qm_cc_parse(v) != 0) {
-      snprintf(err, errlen, "%s '%s': want cubic, reno, bbr or bbr2", where,
-               v);
+      snprintf(err, errlen, "%s '%s': want cubic, reno, bbr or bbr2", where, v);
       return -1;
     }
     c->s.cc = v;

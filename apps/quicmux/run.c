@@ -29,8 +29,10 @@ static void on_drain(struct ev_loop *loop, ev_timer *w, int revents) {
   (void)revents;
   if (n == 0 || ev_now(loop) >= drain_until) {
     if (n)
-      app_log(QM_LOG_WARNING, "drain time over: closing %llu open "
-              "connections", (unsigned long long)n);
+      app_log(QM_LOG_WARNING,
+              "drain time over: closing %llu open "
+              "connections",
+              (unsigned long long)n);
     ev_timer_stop(loop, w);
     ev_break(loop, EVBREAK_ALL);
   }
@@ -49,9 +51,10 @@ static void on_stop(struct ev_loop *loop, ev_signal *w, int revents) {
     return;
   }
   stopping = 1;
-  app_log(QM_LOG_INFO, "signal %d: no new connections; %llu open ones get "
-          "up to %d s to finish (signal again to stop now)", w->signum,
-          (unsigned long long)n, drain_s);
+  app_log(QM_LOG_INFO,
+          "signal %d: no new connections; %llu open ones get "
+          "up to %d s to finish (signal again to stop now)",
+          w->signum, (unsigned long long)n, drain_s);
   for (i = 0; i < nrunning; i++)
     tunnel_stop_accepting(running[i]);
   drain_until = ev_now(loop) + drain_s;

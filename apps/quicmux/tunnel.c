@@ -441,23 +441,22 @@ void tunnel_describe(const tunnel *t, char *buf, size_t len) {
   } else {
     qm_listener_stats ls;
     qm_listener_get_stats(t->listener, &ls);
-    snprintf(buf, len,
-             "%s: %llu streams (%llu open, %llu failed), %zu sessions "
-             "(%llu accepted), %llu bytes up, %llu bytes down, "
-             "%llu bad datagrams (%llu undecryptable, %llu unroutable, "
-             "%llu bad tokens), %llu retries sent, %llu sessions refused",
-             tag_of(t), (unsigned long long)t->stats.accepted,
-             (unsigned long long)t->stats.active,
-             (unsigned long long)t->stats.failed, ls.sessions,
-             (unsigned long long)ls.accepted_sessions,
-             (unsigned long long)t->stats.bytes_down,
-             (unsigned long long)t->stats.bytes_up,
-             (unsigned long long)ls.dropped_datagrams,
-             (unsigned long long)ls.bad_datagrams,
-             (unsigned long long)ls.unroutable,
-             (unsigned long long)ls.bad_tokens,
-             (unsigned long long)ls.retries_sent,
-             (unsigned long long)ls.refused_sessions);
+    snprintf(
+        buf, len,
+        "%s: %llu streams (%llu open, %llu failed), %zu sessions "
+        "(%llu accepted), %llu bytes up, %llu bytes down, "
+        "%llu bad datagrams (%llu undecryptable, %llu unroutable, "
+        "%llu bad tokens), %llu retries sent, %llu sessions refused",
+        tag_of(t), (unsigned long long)t->stats.accepted,
+        (unsigned long long)t->stats.active,
+        (unsigned long long)t->stats.failed, ls.sessions,
+        (unsigned long long)ls.accepted_sessions,
+        (unsigned long long)t->stats.bytes_down,
+        (unsigned long long)t->stats.bytes_up,
+        (unsigned long long)ls.dropped_datagrams,
+        (unsigned long long)ls.bad_datagrams, (unsigned long long)ls.unroutable,
+        (unsigned long long)ls.bad_tokens, (unsigned long long)ls.retries_sent,
+        (unsigned long long)ls.refused_sessions);
   }
 }
 
@@ -503,4 +502,6 @@ void tunnel_describe_sessions(const tunnel *t,
     qm_listener_foreach_session(t->listener, sess_line, &a);
 }
 
-uint64_t tunnel_open_connections(const tunnel *t) { return t->stats.active; }
+uint64_t tunnel_open_connections(const tunnel *t) {
+  return t->stats.active;
+}

@@ -40,20 +40,20 @@ struct ev_loop;
 
 enum {
   QM_OK = 0,
-  QM_EINVAL = -1,     /* bad argument or setting */
-  QM_ENOMEM = -2,     /* out of memory */
-  QM_EIO = -3,        /* socket error */
-  QM_EBADMSG = -4,    /* datagram failed to unwrap (too short, bad tag) */
-  QM_ERESOLVE = -5,   /* host name did not resolve */
-  QM_ETLS = -6,       /* TLS setup or handshake failed */
-  QM_EQUIC = -7,      /* QUIC protocol error */
-  QM_ETIMEDOUT = -8,  /* handshake or idle timeout */
-  QM_ECLOSED = -9,    /* session or stream closed */
-  QM_ERESET = -10,    /* stream reset by the peer */
-  QM_ELIMIT = -11,    /* a configured limit was hit */
-  QM_EAGAIN = -12,    /* try again later (buffer full) */
-  QM_ENOENT = -13,    /* file or entry not found */
-  QM_EREFUSED = -14,  /* peer refused (connection close from the peer) */
+  QM_EINVAL = -1,    /* bad argument or setting */
+  QM_ENOMEM = -2,    /* out of memory */
+  QM_EIO = -3,       /* socket error */
+  QM_EBADMSG = -4,   /* datagram failed to unwrap (too short, bad tag) */
+  QM_ERESOLVE = -5,  /* host name did not resolve */
+  QM_ETLS = -6,      /* TLS setup or handshake failed */
+  QM_EQUIC = -7,     /* QUIC protocol error */
+  QM_ETIMEDOUT = -8, /* handshake or idle timeout */
+  QM_ECLOSED = -9,   /* session or stream closed */
+  QM_ERESET = -10,   /* stream reset by the peer */
+  QM_ELIMIT = -11,   /* a configured limit was hit */
+  QM_EAGAIN = -12,   /* try again later (buffer full) */
+  QM_ENOENT = -13,   /* file or entry not found */
+  QM_EREFUSED = -14, /* peer refused (connection close from the peer) */
 };
 
 /* A short English name for an error code ("invalid argument", ...). */
@@ -104,19 +104,20 @@ const char *qm_header_name(qm_header hdr);
 typedef struct qm_settings {
   /* packet wrapping */
   qm_security security;
-  const char *key;          /* wrap key string; NULL = "" */
+  const char *key; /* wrap key string; NULL = "" */
   qm_header header;
   /* TLS */
-  const char *server_name;  /* client SNI; NULL = "quic.internal.v2ray.com" */
-  int insecure;             /* client: skip certificate verification */
-  const char *ca_file;      /* client: extra trust root (PEM) */
-  int no_system_roots;      /* client: trust only ca_file */
-  const char *alpn;         /* comma list; NULL = "h2,http/1.1" */
-  const char *cert_file;    /* server: certificate chain (PEM); NULL = self-signed */
-  const char *key_file;     /* server: private key (PEM) */
+  const char *server_name; /* client SNI; NULL = "quic.internal.v2ray.com" */
+  int insecure;            /* client: skip certificate verification */
+  const char *ca_file;     /* client: extra trust root (PEM) */
+  int no_system_roots;     /* client: trust only ca_file */
+  const char *alpn;        /* comma list; NULL = "h2,http/1.1" */
+  const char
+      *cert_file; /* server: certificate chain (PEM); NULL = self-signed */
+  const char *key_file; /* server: private key (PEM) */
   /* QUIC */
-  uint32_t max_streams_bidi;     /* server: concurrent streams a client may open */
-  uint64_t idle_timeout_ms;      /* 0 = role default (30 s client, 45 s server) */
+  uint32_t max_streams_bidi; /* server: concurrent streams a client may open */
+  uint64_t idle_timeout_ms;  /* 0 = role default (30 s client, 45 s server) */
   uint64_t handshake_timeout_ms; /* default 8000 */
   uint64_t keepalive_ms;         /* client: PING after this much silence on
                                     sessions that carry streams; 0 = off
@@ -125,10 +126,10 @@ typedef struct qm_settings {
   size_t conn_window;            /* per-session receive window */
   int fwmark;                    /* SO_MARK on UDP sockets, 0 = none */
   /* client pool */
-  uint64_t session_idle_ms;      /* close a session with no stream for this
-                                    long (CONNECTION_CLOSE, socket freed);
-                                    0 = only the QUIC idle timeout
-                                    (default 25000) */
+  uint64_t session_idle_ms;       /* close a session with no stream for this
+                                     long (CONNECTION_CLOSE, socket freed);
+                                     0 = only the QUIC idle timeout
+                                     (default 25000) */
   uint32_t max_sessions_per_dest; /* default 64 */
   uint32_t max_sessions;          /* client: all destinations; server: all
                                      clients (default 1024 / 4096) */
@@ -213,10 +214,10 @@ int qm_dial(qm_dialer *d, const char *host, uint16_t port,
 void qm_dialer_free(qm_dialer *d);
 
 typedef struct qm_dialer_stats {
-  size_t sessions;          /* sessions in the pool (any state) */
-  size_t sessions_active;   /* of those, not closed */
+  size_t sessions;        /* sessions in the pool (any state) */
+  size_t sessions_active; /* of those, not closed */
   size_t handshaking;
-  size_t streams;           /* open streams over all sessions */
+  size_t streams; /* open streams over all sessions */
   size_t udp_sockets;
   uint64_t dropped_datagrams; /* failed to unwrap */
 } qm_dialer_stats;
@@ -225,12 +226,12 @@ void qm_dialer_get_stats(const qm_dialer *d, qm_dialer_stats *st);
 /* One session as the pool sees it (for logs, SIGUSR1, tests). */
 typedef struct qm_session_info {
   uint64_t id;
-  const char *state;        /* "handshaking", "established", "closing", ... */
-  int suspect;              /* no ack for several PTOs: takes no new stream */
-  char peer[64];            /* "IP:PORT" */
+  const char *state; /* "handshaking", "established", "closing", ... */
+  int suspect;       /* no ack for several PTOs: takes no new stream */
+  char peer[64];     /* "IP:PORT" */
   uint16_t local_port;
   size_t streams;
-  size_t streams_pending;   /* queued while handshaking */
+  size_t streams_pending; /* queued while handshaking */
   uint64_t smoothed_rtt_us, min_rtt_us;
   uint64_t cwnd, bytes_in_flight;
   size_t pto_count;
@@ -262,11 +263,11 @@ typedef struct qm_listener_stats {
   size_t streams;
   uint64_t dropped_datagrams; /* failed to unwrap or unroutable */
   uint64_t accepted_sessions;
-  uint64_t bad_datagrams;     /* failed to unwrap (wrong key, short, ...) */
-  uint64_t unroutable;        /* unknown connection id, not an Initial */
-  uint64_t retries_sent;      /* Retry packets (address validation) */
-  uint64_t bad_tokens;        /* Initials with an invalid Retry token */
-  uint64_t refused_sessions;  /* over the session cap */
+  uint64_t bad_datagrams;    /* failed to unwrap (wrong key, short, ...) */
+  uint64_t unroutable;       /* unknown connection id, not an Initial */
+  uint64_t retries_sent;     /* Retry packets (address validation) */
+  uint64_t bad_tokens;       /* Initials with an invalid Retry token */
+  uint64_t refused_sessions; /* over the session cap */
 } qm_listener_stats;
 void qm_listener_get_stats(const qm_listener *l, qm_listener_stats *st);
 void qm_listener_foreach_session(const qm_listener *l,

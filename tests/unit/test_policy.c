@@ -39,7 +39,7 @@
 #include "pool.h"
 #include "quicmux/quicmux.h"
 
-#define MS 1000000ull   /* ns per ms */
+#define MS 1000000ull /* ns per ms */
 #define SEC 1000000000ull
 #define MAX_SESS 2048
 #define MAX_STREAMS 8192
@@ -48,15 +48,15 @@ typedef struct fsess fsess;
 
 typedef struct fstream {
   int idx;
-  fsess *sess;     /* NULL: not placed (refused, failed or closed) */
-  int opened;      /* has a stream id on sess (else queued) */
+  fsess *sess; /* NULL: not placed (refused, failed or closed) */
+  int opened;  /* has a stream id on sess (else queued) */
   uint64_t opened_at;
-  uint64_t acked;  /* bytes the peer acknowledged */
+  uint64_t acked; /* bytes the peer acknowledged */
   uint64_t received;
   int fin, reset;
-  int closed;      /* both directions finished */
-  int failed;      /* ended with an error (dead session, refused) */
-  int moves;       /* times moved away from a suspect session */
+  int closed;       /* both directions finished */
+  int failed;       /* ended with an error (dead session, refused) */
+  int moves;        /* times moved away from a suspect session */
   uint64_t open_ts; /* when it was opened on a session */
 } fstream;
 
@@ -68,9 +68,9 @@ struct fsess {
   uint64_t suspect_since;
   size_t npending;
   uint64_t bidi_left; /* server's stream credit left (established) */
-  size_t pto_count; /* > 0: the peer is silent and owes an ack */
-  uint64_t last_rx; /* last packet from the peer (ticks with pto_count 0) */
-  size_t nstreams; /* streams attached: open + queued */
+  size_t pto_count;   /* > 0: the peer is silent and owes an ack */
+  uint64_t last_rx;   /* last packet from the peer (ticks with pto_count 0) */
+  size_t nstreams;    /* streams attached: open + queued */
   uint64_t created_at, hs_done_at, established_at;
   uint32_t server_limit;
   int destroyed;
@@ -475,8 +475,8 @@ static void test_timers_table(void **state) {
 static qm_health H(qm_policy_state st, size_t pto, uint64_t in_flight,
                    uint64_t silence, uint64_t pto_ns, int suspect,
                    uint64_t since, uint64_t now) {
-  qm_health_facts f = {st, pto, in_flight, silence, pto_ns, suspect, since,
-                       now};
+  qm_health_facts f = {st,     pto,     in_flight, silence,
+                       pto_ns, suspect, since,     now};
   return qm_policy_health(&f);
 }
 
@@ -496,34 +496,34 @@ static void test_health_table(void **state) {
   assert_int_equal(H(QM_POLICY_ESTABLISHED, 0, 0, 60 * SEC, p, 0, 0, t0),
                    QM_HEALTH_OK);
   /* a slow path: the floor is 3 probe timeouts when they are longer */
-  assert_int_equal(H(QM_POLICY_ESTABLISHED, 1, 1200, 2 * SEC, 800 * MS, 0, 0,
-                     t0),
-                   QM_HEALTH_OK);
-  assert_int_equal(H(QM_POLICY_ESTABLISHED, 2, 1200, 2400 * MS, 800 * MS, 0,
-                     0, t0),
-                   QM_HEALTH_SUSPECT);
+  assert_int_equal(
+      H(QM_POLICY_ESTABLISHED, 1, 1200, 2 * SEC, 800 * MS, 0, 0, t0),
+      QM_HEALTH_OK);
+  assert_int_equal(
+      H(QM_POLICY_ESTABLISHED, 2, 1200, 2400 * MS, 800 * MS, 0, 0, t0),
+      QM_HEALTH_SUSPECT);
   /* suspect and still silent: OK until 8 s, then DEAD */
   assert_int_equal(H(QM_POLICY_ESTABLISHED, 3, 1200, SEC, p, 1, t0, t0),
                    QM_HEALTH_OK);
-  assert_int_equal(H(QM_POLICY_ESTABLISHED, 4, 1200, 8900 * MS, p, 1, t0,
-                     t0 + 7900 * MS),
-                   QM_HEALTH_OK);
-  assert_int_equal(H(QM_POLICY_ESTABLISHED, 5, 1200, 9100 * MS, p, 1, t0,
-                     t0 + 8100 * MS),
-                   QM_HEALTH_DEAD);
+  assert_int_equal(
+      H(QM_POLICY_ESTABLISHED, 4, 1200, 8900 * MS, p, 1, t0, t0 + 7900 * MS),
+      QM_HEALTH_OK);
+  assert_int_equal(
+      H(QM_POLICY_ESTABLISHED, 5, 1200, 9100 * MS, p, 1, t0, t0 + 8100 * MS),
+      QM_HEALTH_DEAD);
   /* heard from after it became suspect: recover, even after 8 s */
-  assert_int_equal(H(QM_POLICY_ESTABLISHED, 0, 0, 10 * MS, p, 1, t0,
-                     t0 + 2 * SEC),
-                   QM_HEALTH_RECOVER);
-  assert_int_equal(H(QM_POLICY_ESTABLISHED, 3, 1200, 0, p, 1, t0,
-                     t0 + 20 * SEC),
-                   QM_HEALTH_RECOVER);
+  assert_int_equal(
+      H(QM_POLICY_ESTABLISHED, 0, 0, 10 * MS, p, 1, t0, t0 + 2 * SEC),
+      QM_HEALTH_RECOVER);
+  assert_int_equal(
+      H(QM_POLICY_ESTABLISHED, 3, 1200, 0, p, 1, t0, t0 + 20 * SEC),
+      QM_HEALTH_RECOVER);
   /* handshaking and gone sessions are left to the handshake/idle timeout */
   assert_int_equal(H(QM_POLICY_HANDSHAKING, 9, 1200, 60 * SEC, p, 0, 0, t0),
                    QM_HEALTH_OK);
-  assert_int_equal(H(QM_POLICY_GONE, 9, 1200, 60 * SEC, p, 1, t0,
-                     t0 + 60 * SEC),
-                   QM_HEALTH_OK);
+  assert_int_equal(
+      H(QM_POLICY_GONE, 9, 1200, 60 * SEC, p, 1, t0, t0 + 60 * SEC),
+      QM_HEALTH_OK);
 }
 
 /* ---- the simulated dialer ------------------------------------------- */
@@ -583,8 +583,8 @@ static void check_parallel(sim *m, int n) {
   assert_int_equal(count_state(m, QM_POLICY_HANDSHAKING), want);
   for (int i = 0; i < want; i++) {
     assert_int_equal(m->sess[i]->created_at, t0);
-    assert_int_equal(m->sess[i]->npending, i < want - 1 || n % 32 == 0 ? 32
-                                                                  : n % 32);
+    assert_int_equal(m->sess[i]->npending,
+                     i < want - 1 || n % 32 == 0 ? 32 : n % 32);
   }
   advance(m, m->hs_ns - MS);
   assert_int_equal(count_opened(m), 0);
@@ -653,9 +653,15 @@ static void wave_reuse(sim *m, int n) {
   assert_int_equal(count_opened(m), n);
 }
 
-static void test_credit_returned_reuse_100(void **state) { wave_reuse(*state, 100); }
-static void test_credit_returned_reuse_1000(void **state) { wave_reuse(*state, 1000); }
-static void test_credit_returned_reuse_33(void **state) { wave_reuse(*state, 33); }
+static void test_credit_returned_reuse_100(void **state) {
+  wave_reuse(*state, 100);
+}
+static void test_credit_returned_reuse_1000(void **state) {
+  wave_reuse(*state, 1000);
+}
+static void test_credit_returned_reuse_33(void **state) {
+  wave_reuse(*state, 33);
+}
 
 /* The server allows fewer than the 32 we queue: the overflow goes on. */
 static void test_server_limit_below_32(void **state) {
@@ -681,10 +687,10 @@ static void test_suspect_skipped_and_retry(void **state) {
     s[i] = dial(m, K);
   advance(m, m->hs_ns);
   fsess *a = m->sess[0];
-  s[1]->acked = 100;      /* the server's app may have it: no */
-  s[2]->received = 10;    /* the server answered: no */
-  s[3]->fin = 1;          /* no */
-  s[4]->reset = 1;        /* no */
+  s[1]->acked = 100;   /* the server's app may have it: no */
+  s[2]->received = 10; /* the server answered: no */
+  s[3]->fin = 1;       /* no */
+  s[4]->reset = 1;     /* no */
   /* s[0] and s[5]: sent, nothing acked, nothing heard: may move */
   /* the server goes silent while it owes acks: not yet after 999 ms ... */
   a->pto_count = 2;
@@ -934,8 +940,8 @@ int main(void) {
                                       teardown),
       cmocka_unit_test_setup_teardown(test_parallel_handshakes_1000, setup,
                                       teardown),
-      cmocka_unit_test_setup_teardown(test_established_with_credit_takes,
-                                      setup, teardown),
+      cmocka_unit_test_setup_teardown(test_established_with_credit_takes, setup,
+                                      teardown),
       cmocka_unit_test_setup_teardown(test_credit_returned_reuse_33, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_credit_returned_reuse_100, setup,
@@ -955,8 +961,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_caps_per_destination, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_caps_total, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_caps_default_1000, setup,
-                                      teardown),
+      cmocka_unit_test_setup_teardown(test_caps_default_1000, setup, teardown),
       cmocka_unit_test_setup_teardown(test_keepalive_and_idle_close, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_timers_follow_count, setup,
