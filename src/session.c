@@ -979,6 +979,12 @@ static void fill_settings(ngtcp2_settings *st, ngtcp2_transport_params *p,
   p->disable_active_migration = 1;
 }
 
+void qm__session_settings(ngtcp2_settings *st, ngtcp2_transport_params *p,
+                          const qm_settings *s, const qm_endpoint *ep,
+                          int server) {
+  fill_settings(st, p, s, ep, server);
+}
+
 static int session_alloc(qm_session **out, qm_io *io, qm_tls_ctx *tls,
                          const qm_settings *s, const struct sockaddr *peer,
                          socklen_t peerlen, const qm_session_owner *owner,

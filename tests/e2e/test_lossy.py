@@ -51,11 +51,14 @@ Found and fixed here: libngtcp2 0.12.1 sometimes sent a MAX_STREAM_DATA frame th
 fit into one packet in the next one, without raising the limit it enforced (and, having
 doubled the stream window while sizing it, without sending another): the peer's data
 under the credit it had been given was rejected until the session gave up.  quicmux now
-uses a fixed stream window (src/session.c, fill_settings), which closes that gap.
+uses a fixed stream window (src/session.c, fill_settings), which closes that gap; the unit
+test tests/unit/test_flowctl.c reproduces the library's behaviour deterministically.
 
 Sizes: qm-qm 4 connections x 4 MiB = 16 MiB each way; v2ray pairs 2 x 4 MiB = 8 MiB each
 way (v2ray is slower, especially with loss).  QMTEST_LOSSY_SCALE=N multiplies all sizes;
-QMTEST_LOSSY_ONLY=substring runs only the matching cases.
+QMTEST_LOSSY_ONLY=substring runs only the matching cases; QMTEST_LOSSY_REFERENCE=1 adds the
+pair v2ray-v2ray (v2ray on both ends) to compare with; QMTEST_LOG_LEVEL sets quicmux's log
+level (default warning).
 """
 
 import os
@@ -89,7 +92,10 @@ PAIRS = {
     "qm-qm": ("quicmux", "quicmux", "chacha20-poly1305", "lossy-key", "wechat-video", 4, 4 * MiB),
     "qm-v2ray": ("quicmux", "v2ray", "aes-128-gcm", "lossy-key", "none", 2, 4 * MiB),
     "v2ray-qm": ("v2ray", "quicmux", "aes-128-gcm", "lossy-key", "none", 2, 4 * MiB),
+    # Reference only (QMTEST_LOSSY_REFERENCE=1): v2ray on both ends, same conditions.
+    "v2ray-v2ray": ("v2ray", "v2ray", "aes-128-gcm", "lossy-key", "none", 2, 4 * MiB),
 }
+REFERENCE = os.environ.get("QMTEST_LOSSY_REFERENCE", "") not in ("", "0")
 
 WRAP_OVERHEAD = {"none": 0, "aes-128-gcm": 28, "chacha20-poly1305": 28}
 MAX_QUIC = 1452
@@ -288,7 +294,7 @@ def main():
     if not qm.have_quicmux():
         r.run("lossy.binary", lambda c: qm.require_quicmux())
         return r.finish()
-    for pair in ("qm-qm", "qm-v2ray", "v2ray-qm"):
+    for pair in ("qm-qm", "qm-v2ray", "v2ray-qm") + (("v2ray-v2ray",) if REFERENCE else ()):
         for cond, params in CONDITIONS:
             name = "lossy.%s.%s" % (pair, cond)
             if ONLY and ONLY not in name:
