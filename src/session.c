@@ -465,8 +465,8 @@ static void session_write(qm_session *s) {
   ngtcp2_vec vec[QM_MAX_VEC];
   ngtcp2_pkt_info pi;
   ngtcp2_tstamp ts = qm_now_ns();
-  size_t maxlen;
-  int wrote = 0;
+  size_t maxlen, burst = 0, quantum = SIZE_MAX;
+  int wrote = 0, paced;
 
   if (s->state == QM_SESS_DEAD || !s->conn)
     return;
@@ -474,6 +474,16 @@ static void session_write(qm_session *s) {
       ngtcp2_conn_is_in_draining_period(s->conn))
     return;
   maxlen = QM_MIN(qm_endpoint_max_quic(s->ep), QM_MAX_QUIC_DATAGRAM);
+  /* Pacing from the default 333 ms initial RTT holds the handshake back by
+   * a PTO; pace once the handshake is done (SPEC §13 item 5). Then at most
+   * one send quantum (64 KiB with cubic) goes out at once, and the timer
+   * (ngtcp2_conn_get_expiry includes the pacing time) sends the next: a
+   * whole congestion window in one burst overflows the receive buffer of
+   * a peer with default socket buffers (v2ray: ~208 KiB), and every such
+   * loss halves the window. */
+  paced = ngtcp2_conn_get_handshake_completed(s->conn);
+  if (paced)
+    quantum = ngtcp2_conn_get_send_quantum(s->conn);
 
   for (;;) {
     qm_stream *st = s->wq_head;
@@ -542,6 +552,9 @@ static void session_write(qm_session *s) {
                        s->remotelen);
     s->tx++;
     wrote = 1;
+    burst += (size_t)nwrite;
+    if (burst >= quantum)
+      break;
   }
   if (wrote && qm_endpoint_flush(s->ep) != 0)
     s->blocked = 1;
@@ -551,9 +564,7 @@ static void session_write(qm_session *s) {
     if (cs.bytes_in_flight > 0)
       s->owed_since = ts;
   }
-  /* Pacing from the default 333 ms initial RTT holds the handshake back by
-   * a PTO; start pacing once the handshake is done (SPEC §13 item 5). */
-  if (ngtcp2_conn_get_handshake_completed(s->conn))
+  if (paced)
     ngtcp2_conn_update_pkt_tx_time(s->conn, ts);
   arm_timer(s);
 }
