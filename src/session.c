@@ -882,7 +882,7 @@ static ngtcp2_conn *get_conn_cb(ngtcp2_crypto_conn_ref *ref) {
   return s->conn;
 }
 
-static void fill_callbacks(ngtcp2_callbacks *cb, int server) {
+void qm__session_crypto_callbacks(ngtcp2_callbacks *cb, int server) {
   memset(cb, 0, sizeof(*cb));
   if (server) {
     cb->recv_client_initial = ngtcp2_crypto_recv_client_initial_cb;
@@ -899,6 +899,10 @@ static void fill_callbacks(ngtcp2_callbacks *cb, int server) {
   cb->delete_crypto_cipher_ctx = ngtcp2_crypto_delete_crypto_cipher_ctx_cb;
   cb->get_path_challenge_data = ngtcp2_crypto_get_path_challenge_data_cb;
   cb->version_negotiation = ngtcp2_crypto_version_negotiation_cb;
+}
+
+static void fill_callbacks(ngtcp2_callbacks *cb, int server) {
+  qm__session_crypto_callbacks(cb, server);
   cb->rand = rand_cb;
   cb->get_new_connection_id = get_new_cid_cb;
   cb->remove_connection_id = remove_cid_cb;

@@ -78,6 +78,10 @@ void qm_session_stream_wants_write(qm_session *s, qm_stream *st);
 void qm_session_stream_event(qm_session *s, qm_stream *st, unsigned ev);
 void qm_session_stream_consumed(qm_session *s, qm_stream *st, size_t n);
 
+/* Internal, for tests: the ngtcp2 callbacks of the TLS/crypto glue (all
+ * others zero), as every session gets them. */
+void qm__session_crypto_callbacks(ngtcp2_callbacks *cb, int server);
+
 /* Internal, for tests: the ngtcp2 settings and transport parameters a
  * session of this role gets (only ep's codec is read). */
 void qm__session_settings(ngtcp2_settings *st, ngtcp2_transport_params *p,

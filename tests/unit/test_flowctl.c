@@ -121,22 +121,7 @@ static int recv_data_cb(ngtcp2_conn *conn, uint32_t flags, int64_t stream_id,
 }
 
 static void fill_callbacks(ngtcp2_callbacks *cb, int server) {
-  memset(cb, 0, sizeof(*cb));
-  if (server) {
-    cb->recv_client_initial = ngtcp2_crypto_recv_client_initial_cb;
-  } else {
-    cb->client_initial = ngtcp2_crypto_client_initial_cb;
-    cb->recv_retry = ngtcp2_crypto_recv_retry_cb;
-  }
-  cb->recv_crypto_data = ngtcp2_crypto_recv_crypto_data_cb;
-  cb->encrypt = ngtcp2_crypto_encrypt_cb;
-  cb->decrypt = ngtcp2_crypto_decrypt_cb;
-  cb->hp_mask = ngtcp2_crypto_hp_mask_cb;
-  cb->update_key = ngtcp2_crypto_update_key_cb;
-  cb->delete_crypto_aead_ctx = ngtcp2_crypto_delete_crypto_aead_ctx_cb;
-  cb->delete_crypto_cipher_ctx = ngtcp2_crypto_delete_crypto_cipher_ctx_cb;
-  cb->get_path_challenge_data = ngtcp2_crypto_get_path_challenge_data_cb;
-  cb->version_negotiation = ngtcp2_crypto_version_negotiation_cb;
+  qm__session_crypto_callbacks(cb, server); /* quicmux's own TLS glue */
   cb->rand = rand_cb;
   cb->get_new_connection_id = new_cid_cb;
   cb->recv_stream_data = recv_data_cb;
