@@ -36,6 +36,7 @@ struct qm_session {
   qm_task task;
   qm_session_owner owner;
   size_t stream_limit_bytes;
+  uint64_t stream_window, stream_window_max; /* receive, see stream_credit */
   /* streams */
   qm_stream *streams; /* all attached streams */
   size_t nstreams;
@@ -193,9 +194,22 @@ void qm_session_stream_wants_write(qm_session *s, qm_stream *st) {
   session_schedule(s);
 }
 
+/* Credit for n consumed bytes, plus the window's growth when the stream
+ * consumed half of it within two round trips (policy.h). The tuning is
+ * ours, not ngtcp2's (fill_settings): the window only grows for streams
+ * whose reader keeps up, so a slow reader holds at most the initial one. */
+static uint64_t stream_credit(qm_session *s, qm_stream *st, size_t n) {
+  ngtcp2_conn_stat cs;
+  ngtcp2_conn_get_conn_stat(s->conn, &cs);
+  return qm_policy_window_credit(&st->r_window, s->stream_window,
+                                 s->stream_window_max, n, qm_now_ns(),
+                                 cs.smoothed_rtt);
+}
+
 void qm_session_stream_consumed(qm_session *s, qm_stream *st, size_t n) {
   if (n && s->conn && st->id >= 0 && !st->wire_closed) {
-    ngtcp2_conn_extend_max_stream_offset(s->conn, st->id, n);
+    ngtcp2_conn_extend_max_stream_offset(s->conn, st->id,
+                                         stream_credit(s, st, n));
     ngtcp2_conn_extend_max_offset(s->conn, n);
   }
   if (n && s->conn && st->id >= 0 && st->wire_closed)
@@ -945,10 +959,10 @@ const char *qm__cc_static(const char *name) {
   return cc_names[0];
 }
 
-/* The receive window of a stream: four times its send buffer (the largest
- * window auto-tuning reached before it was turned off, see below). */
+/* A stream's initial receive window: its send buffer; it grows up to 4x
+ * for streams whose reader keeps up (stream_credit). */
 static uint64_t stream_window(const qm_settings *s) {
-  return (s->stream_buffer ? s->stream_buffer : 1024 * 1024) * 4;
+  return s->stream_buffer ? s->stream_buffer : 1024 * 1024;
 }
 
 static void fill_settings(ngtcp2_settings *st, ngtcp2_transport_params *p,
@@ -968,13 +982,14 @@ static void fill_settings(ngtcp2_settings *st, ngtcp2_transport_params *p,
    * (SPEC §3.3, §13 item 11). */
   st->max_tx_udp_payload_size = QM_MAX_QUIC_DATAGRAM - overhead;
   st->max_window = s->conn_window ? s->conn_window * 2 : 16 * 1024 * 1024;
-  /* A fixed stream window: libngtcp2 0.12 sizes an auto-tuned
+  /* No stream-window tuning in ngtcp2: libngtcp2 0.12 sizes an auto-tuned
    * MAX_STREAM_DATA frame, and if the frame then does not fit the packet it
    * still sends it later but keeps enforcing the old limit (and, having
    * doubled the window, sees no need for another frame), so the peer's data
-   * under the credit it was given is rejected for good. Without tuning, a
-   * frame is the plain consumed-plus-window value, the next one is never
-   * lower, and the stream stays queued until one is written. The connection
+   * under the credit it was given is rejected for good. Without it, a frame
+   * carries the plain limit the session granted, the next one is never
+   * lower, and the stream stays queued until one is written; the window
+   * grows through that credit instead (stream_credit). The connection
    * window (MAX_DATA, written without that flaw) still auto-tunes and bounds
    * what all streams of a session may buffer together. */
   st->max_stream_window = 0;
@@ -1013,6 +1028,8 @@ static int session_alloc(qm_session **out, qm_io *io, qm_tls_ctx *tls,
   x->tls = tls;
   x->owner = *owner;
   x->stream_limit_bytes = s->stream_buffer;
+  x->stream_window = stream_window(s);
+  x->stream_window_max = x->stream_window * 4;
   x->keepalive_ms = s->keepalive_ms;
   x->session_idle_ms = s->session_idle_ms;
   ev_timer_init(&x->idle_timer, idle_cb, 0., 0.);

@@ -25,16 +25,23 @@
 #include <netinet/in.h>
 #include <ngtcp2/ngtcp2_crypto.h>
 
+#include "policy.h"
 #include "session.h"
 #include "tls.h"
 
 #define NSTREAMS 3
 #define TOTAL (48 * 1024)  /* bytes per stream */
-#define STREAM_BUFFER 1024 /* quicmux: stream window 4x = 4 KiB */
+#define STREAM_BUFFER 4096 /* quicmux: initial stream window 4 KiB */
 #define DELAY (10 * NGTCP2_MILLISECONDS)
 #define MAX_ROUNDS 200
 #define MAX_PKTS 512
 #define PKT_SIZE 1500
+
+enum {
+  MODE_FIXED,         /* ngtcp2 without stream-window tuning, plain credit */
+  MODE_NGTCP2_TUNING, /* ngtcp2's own tuning (max_stream_window 16 MiB) */
+  MODE_QUICMUX,       /* quicmux: no ngtcp2 tuning, its own (policy.h) */
+};
 
 typedef struct peer {
   ngtcp2_conn *conn;
@@ -44,12 +51,13 @@ typedef struct peer {
   uint64_t unread[NSTREAMS]; /* server: received, not yet consumed */
   uint64_t got[NSTREAMS];    /* server: received in all */
   uint64_t sent[NSTREAMS];   /* client: written into packets */
+  qm_window win[NSTREAMS];   /* server: quicmux's window tuning */
 } peer;
 
 typedef struct net {
   peer c, s;
   ngtcp2_tstamp now;
-  int autotune; /* server: max_stream_window = 16 MiB instead of quicmux's */
+  int mode;                      /* MODE_* */
   uint8_t q[MAX_PKTS][PKT_SIZE]; /* datagrams in flight */
   size_t qlen[MAX_PKTS], nq;
 } net;
@@ -58,6 +66,7 @@ typedef struct outcome {
   int flow_control_error; /* the server refused the client's data */
   int complete;           /* all data of all streams arrived */
   uint64_t credit[NSTREAMS], got[NSTREAMS]; /* at the end */
+  uint64_t window;                          /* MODE_QUICMUX: largest */
 } outcome;
 
 static qm_settings qs;
@@ -136,7 +145,7 @@ static void fill_settings(net *n, ngtcp2_settings *st,
   st->initial_ts = n->now;
   if (server)
     st->log_printf = log_cb;
-  if (n->autotune)
+  if (n->mode == MODE_NGTCP2_TUNING)
     st->max_stream_window = 16 * 1024 * 1024;
 }
 
@@ -248,14 +257,14 @@ static int deliver(net *n, peer *to) {
   return rv;
 }
 
-static outcome run(int autotune, int trap_round, size_t trap_len) {
+static outcome run(int mode, int trap_round, size_t trap_len) {
   static net n;
   outcome o = {0};
   int round, i, opened = 0, rv;
   int64_t sid;
 
   memset(&n, 0, sizeof(n));
-  n.autotune = autotune;
+  n.mode = mode;
   n.now = NGTCP2_SECONDS;
   cid_counter = 0;
   client_new(&n);
@@ -268,7 +277,15 @@ static outcome run(int autotune, int trap_round, size_t trap_len) {
     }
     assert_int_equal(rv, 0);
     for (i = 0; i < NSTREAMS; i++) { /* the application reads at once */
-      ngtcp2_conn_extend_max_stream_offset(n.s.conn, i * 4, n.s.unread[i]);
+      uint64_t credit = n.s.unread[i];
+      if (n.mode == MODE_QUICMUX) { /* as session.c's stream_credit */
+        ngtcp2_conn_stat cs;
+        ngtcp2_conn_get_conn_stat(n.s.conn, &cs);
+        credit = qm_policy_window_credit(&n.s.win[i], STREAM_BUFFER,
+                                         4 * STREAM_BUFFER, credit, n.now,
+                                         cs.smoothed_rtt);
+      }
+      ngtcp2_conn_extend_max_stream_offset(n.s.conn, i * 4, credit);
       ngtcp2_conn_extend_max_offset(n.s.conn, n.s.unread[i]);
       n.s.unread[i] = 0;
     }
@@ -288,6 +305,8 @@ static outcome run(int autotune, int trap_round, size_t trap_len) {
     o.credit[i] =
         n.c.sent[i] + ngtcp2_conn_get_max_stream_data_left(n.c.conn, i * 4);
     o.got[i] = n.s.got[i];
+    if (n.s.win[i].size > o.window)
+      o.window = n.s.win[i].size;
   }
   ngtcp2_conn_del(n.c.conn);
   ngtcp2_conn_del(n.s.conn);
@@ -312,7 +331,7 @@ static void autotune_gap(void **state) {
   (void)state;
   for (round = 1; round < TRAP_ROUNDS; round++) {
     for (len = TRAP_LEN_MIN; len <= TRAP_LEN_MAX; len++) {
-      o = run(1, round, len);
+      o = run(MODE_NGTCP2_TUNING, round, len);
       if (!o.flow_control_error) {
         assert_true(o.complete);
       } else if (hits++ == 0) {
@@ -333,23 +352,40 @@ static void autotune_gap(void **state) {
   assert_true(hits > 0);
 }
 
-/* quicmux's settings: every run delivers everything, and some of them did
- * send a MAX_STREAM_DATA frame that had hit NOBUF. */
-static void fixed_window_no_gap(void **state) {
+/* quicmux's settings, with plain credit and with quicmux's own window
+ * tuning: every run delivers everything, and some of them did send a
+ * MAX_STREAM_DATA frame that had hit NOBUF. */
+static void no_gap(int mode) {
   int round;
   size_t len;
   outcome o;
-  (void)state;
+  uint64_t window = 0;
   requeued = 0;
   for (round = 1; round < TRAP_ROUNDS; round++) {
     for (len = TRAP_LEN_MIN; len <= TRAP_LEN_MAX; len++) {
-      o = run(0, round, len);
+      o = run(mode, round, len);
       assert_false(o.flow_control_error);
       assert_true(o.complete);
+      if (o.window > window)
+        window = o.window;
     }
   }
   print_message("%d MAX_STREAM_DATA frames sent after NOBUF\n", requeued);
   assert_true(requeued > 0);
+  if (mode == MODE_QUICMUX) { /* the tuning did work */
+    print_message("largest stream window %llu\n", (unsigned long long)window);
+    assert_true(window > STREAM_BUFFER);
+  }
+}
+
+static void fixed_window_no_gap(void **state) {
+  (void)state;
+  no_gap(MODE_FIXED);
+}
+
+static void own_tuning_no_gap(void **state) {
+  (void)state;
+  no_gap(MODE_QUICMUX);
 }
 
 static int setup(void **state) {
@@ -382,6 +418,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(autotune_gap),
       cmocka_unit_test(fixed_window_no_gap),
+      cmocka_unit_test(own_tuning_no_gap),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
