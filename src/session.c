@@ -1210,7 +1210,7 @@ void qm_session_recv(qm_session *s, const struct sockaddr *from,
     case NGTCP2_ERR_FLOW_CONTROL: {
       /* libngtcp2 0.12 can send a MAX_STREAM_DATA frame before it enforces
        * the limit in it (a frame that did not fit one packet goes out in
-       * the next). With the fixed stream window (fill_settings) that lasts
+       * the next). Without ngtcp2's window tuning (fill_settings) that lasts
        * until the next packet is written; data that arrives meanwhile is
        * dropped here and the peer sends it again. If nothing else gets
        * through for 5 s, the limits really are out of step: fail. */

@@ -122,7 +122,8 @@ typedef struct qm_settings {
   uint64_t keepalive_ms;         /* client: PING after this much silence on
                                     sessions that carry streams; 0 = off
                                     (default 5000) */
-  size_t stream_buffer;          /* per-stream send buffer; receive window 4x */
+  size_t stream_buffer;          /* per-stream send buffer and initial receive
+                                    window (grows to 4x for fast readers) */
   size_t conn_window;            /* per-session receive window */
   int fwmark;                    /* SO_MARK on UDP sockets, 0 = none */
   /* client pool */

@@ -51,8 +51,9 @@ Found and fixed here: libngtcp2 0.12.1 sometimes sent a MAX_STREAM_DATA frame th
 fit into one packet in the next one, without raising the limit it enforced (and, having
 doubled the stream window while sizing it, without sending another): the peer's data
 under the credit it had been given was rejected until the session gave up.  quicmux now
-uses a fixed stream window (src/session.c, fill_settings), which closes that gap; the unit
-test tests/unit/test_flowctl.c reproduces the library's behaviour deterministically.
+turns that tuning off and grows stream windows through its own credit (src/session.c,
+src/policy.c), which closes that gap; tests/unit/test_flowctl.c reproduces the library's
+behaviour deterministically.
 
 Sizes: qm-qm 4 connections x 4 MiB = 16 MiB each way; v2ray pairs 2 x 4 MiB = 8 MiB each
 way (v2ray is slower, especially with loss).  QMTEST_LOSSY_SCALE=N multiplies all sizes;
