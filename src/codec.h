@@ -2,10 +2,10 @@
  * codec — v2ray's per-datagram packet wrapping (SPEC §3, §5), sans I/O.
  *
  * Wire layout of one UDP datagram:
- *   [header H bytes][12-byte nonce][AEAD(QUIC datagram) + 16-byte tag]   (AEAD
- * on) [header H bytes][QUIC datagram] (security none) Key K = SHA-256(key ||
- * "v2ray-quic-salt"); AES-128-GCM uses K[0..15], ChaCha20-Poly1305 uses
- * K[0..31]; associated data is empty.
+ *   AEAD on:        [header, H bytes][12-byte nonce][AEAD(QUIC) + 16-byte tag]
+ *   security none:  [header, H bytes][QUIC datagram]
+ * Key K = SHA-256(key || "v2ray-quic-salt"); AES-128-GCM uses K[0..15],
+ * ChaCha20-Poly1305 uses K[0..31]; associated data is empty.
  *
  * Sealing and opening happen in place. One qm_codec per UDP socket: it holds
  * the keys and the header generator's state (counters).
@@ -72,8 +72,7 @@ size_t qm_codec_overhead(const qm_codec *c);
  * fresh random nonce and the tag. Returns the wire length (n + overhead) or
  * QM_EINVAL if it does not fit. */
 ssize_t qm_codec_seal(qm_codec *c, uint8_t *buf, size_t cap, size_t n);
-/* Same with a given nonce (for tests); nonce is 12 bytes, ignored without AEAD.
- */
+/* Same with a given nonce (for tests): 12 bytes, ignored without AEAD. */
 ssize_t qm_codec_seal_nonce(qm_codec *c, uint8_t *buf, size_t cap, size_t n,
                             const uint8_t *nonce);
 

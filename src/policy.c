@@ -44,20 +44,21 @@ uint64_t qm_policy_window_growth(uint64_t window, uint64_t max,
   return window < max - window ? window : max - window;
 }
 
-uint64_t qm_policy_window_credit(qm_window *w, uint64_t init, uint64_t max,
-                                 uint64_t n, uint64_t now, uint64_t srtt_ns) {
-  uint64_t extra;
+int qm_policy_window_consumed(qm_window *w, uint64_t init, uint64_t n) {
   if (!w->size)
     w->size = init;
   w->epoch_bytes += n;
-  if (w->epoch_bytes * 2 < w->size)
-    return n;
-  extra = qm_policy_window_growth(w->size, max, now - w->epoch_ts, srtt_ns,
-                                  w->epoch_ts != 0);
+  return w->epoch_bytes * 2 >= w->size;
+}
+
+uint64_t qm_policy_window_check(qm_window *w, uint64_t max, uint64_t now,
+                                uint64_t srtt_ns) {
+  uint64_t extra = qm_policy_window_growth(w->size, max, now - w->epoch_ts,
+                                           srtt_ns, w->epoch_ts != 0);
   w->size += extra;
   w->epoch_bytes = 0;
   w->epoch_ts = now;
-  return n + extra;
+  return extra;
 }
 
 int qm_policy_may_open_session(size_t sessions_here, size_t sessions_all,

@@ -80,10 +80,14 @@ typedef struct qm_window {
   uint64_t epoch_ts;    /* time of the last check (ns), 0 = none */
 } qm_window;
 
-/* The credit to grant after the application consumed n bytes (now and
- * srtt in ns): n, plus the window's growth when a check is due. */
-uint64_t qm_policy_window_credit(qm_window *w, uint64_t init, uint64_t max,
-                                 uint64_t n, uint64_t now, uint64_t srtt_ns);
+/* The application consumed n more bytes: nonzero when half the window has
+ * been consumed since the last check, i.e. qm_policy_window_check is due. */
+int qm_policy_window_consumed(qm_window *w, uint64_t init, uint64_t n);
+
+/* The check (now and srtt in ns): the window's growth, to grant as extra
+ * credit; starts the next half window. */
+uint64_t qm_policy_window_check(qm_window *w, uint64_t max, uint64_t now,
+                                uint64_t srtt_ns);
 
 /* Under the caps for a new session? */
 int qm_policy_may_open_session(size_t sessions_here, size_t sessions_all,

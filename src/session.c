@@ -36,7 +36,7 @@ struct qm_session {
   qm_task task;
   qm_session_owner owner;
   size_t stream_limit_bytes;
-  uint64_t stream_window, stream_window_max; /* receive, see stream_credit */
+  uint64_t stream_window; /* initial receive window, see stream_credit */
   /* streams */
   qm_stream *streams; /* all attached streams */
   size_t nstreams;
@@ -194,16 +194,21 @@ void qm_session_stream_wants_write(qm_session *s, qm_stream *st) {
   session_schedule(s);
 }
 
+/* A stream's receive window grows up to this many times the initial one. */
+#define QM_WINDOW_GROWTH 4
+
 /* Credit for n consumed bytes, plus the window's growth when the stream
  * consumed half of it within two round trips (policy.h). The tuning is
  * ours, not ngtcp2's (fill_settings): the window only grows for streams
  * whose reader keeps up, so a slow reader holds at most the initial one. */
 static uint64_t stream_credit(qm_session *s, qm_stream *st, size_t n) {
   ngtcp2_conn_stat cs;
+  if (!qm_policy_window_consumed(&st->r_window, s->stream_window, n))
+    return n;
   ngtcp2_conn_get_conn_stat(s->conn, &cs);
-  return qm_policy_window_credit(&st->r_window, s->stream_window,
-                                 s->stream_window_max, n, qm_now_ns(),
-                                 cs.smoothed_rtt);
+  return n + qm_policy_window_check(&st->r_window,
+                                    s->stream_window * QM_WINDOW_GROWTH,
+                                    qm_now_ns(), cs.smoothed_rtt);
 }
 
 void qm_session_stream_consumed(qm_session *s, qm_stream *st, size_t n) {
@@ -278,11 +283,11 @@ static void session_fail(qm_session *s, int liberr) {
     ngtcp2_connection_close_error_set_transport_error_liberr(&e, liberr, NULL,
                                                              0);
   }
-  if (s->state != QM_SESS_DEAD)
+  if (s->state != QM_SESS_DEAD) {
     QM_WARN("session", "session %llu: closing on error: %s",
             (unsigned long long)s->id, ngtcp2_strerror(liberr));
-  if (s->state != QM_SESS_DEAD)
     write_close(s, &e);
+  }
   session_set_dead(s, err);
 }
 
@@ -403,8 +408,7 @@ static void check_health(qm_session *s) {
     s->suspect = 1;
     s->suspect_since = now;
     QM_INFO("session",
-            "session %llu: no answer for %.1f s, taking it out "
-            "of the pool",
+            "session %llu: no answer for %.1f s, taking it out of the pool",
             (unsigned long long)s->id, (double)f.silence / 1e9);
     retry_unanswered(s);
     break;
@@ -959,8 +963,8 @@ const char *qm__cc_static(const char *name) {
   return cc_names[0];
 }
 
-/* A stream's initial receive window: its send buffer; it grows up to 4x
- * for streams whose reader keeps up (stream_credit). */
+/* A stream's initial receive window: its send buffer (it grows in
+ * stream_credit). */
 static uint64_t stream_window(const qm_settings *s) {
   return s->stream_buffer ? s->stream_buffer : 1024 * 1024;
 }
@@ -1029,7 +1033,6 @@ static int session_alloc(qm_session **out, qm_io *io, qm_tls_ctx *tls,
   x->owner = *owner;
   x->stream_limit_bytes = s->stream_buffer;
   x->stream_window = stream_window(s);
-  x->stream_window_max = x->stream_window * 4;
   x->keepalive_ms = s->keepalive_ms;
   x->session_idle_ms = s->session_idle_ms;
   ev_timer_init(&x->idle_timer, idle_cb, 0., 0.);

@@ -29,9 +29,7 @@ static void on_drain(struct ev_loop *loop, ev_timer *w, int revents) {
   (void)revents;
   if (n == 0 || ev_now(loop) >= drain_until) {
     if (n)
-      app_log(QM_LOG_WARNING,
-              "drain time over: closing %llu open "
-              "connections",
+      app_log(QM_LOG_WARNING, "drain time over: closing %llu open connections",
               (unsigned long long)n);
     ev_timer_stop(loop, w);
     ev_break(loop, EVBREAK_ALL);

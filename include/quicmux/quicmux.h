@@ -112,9 +112,8 @@ typedef struct qm_settings {
   const char *ca_file;     /* client: extra trust root (PEM) */
   int no_system_roots;     /* client: trust only ca_file */
   const char *alpn;        /* comma list; NULL = "h2,http/1.1" */
-  const char
-      *cert_file; /* server: certificate chain (PEM); NULL = self-signed */
-  const char *key_file; /* server: private key (PEM) */
+  const char *cert_file;   /* server: cert chain (PEM); NULL = self-signed */
+  const char *key_file;    /* server: private key (PEM) */
   /* QUIC */
   uint32_t max_streams_bidi; /* server: concurrent streams a client may open */
   uint64_t idle_timeout_ms;  /* 0 = role default (30 s client, 45 s server) */

@@ -230,23 +230,23 @@ def lossy_case(c, pair, cond, params):
         for h in (ch, sh):
             h.set_mtu(params["mtu"] + 28)
     lo = "127.0.0.1"
+    # (host's address, this namespace's address on its link)
+    c_host, c_link = (ch.addr, ch.peer_addr) if ch else (lo, lo)
+    s_host, s_link = (sh.addr, sh.peer_addr) if sh else (lo, lo)
+    wrap = dict(security=sec, key=key, header=hdr)
     # The target and the relay live here, the test's namespace, on the links to the hosts.
-    target = c.echo_server(sh.peer_addr if sh else lo)
+    target = c.echo_server(s_link)
     if server == "quicmux":
-        sp, saddr = c.qm_server(target.addr, host=sh.addr if sh else lo, security=sec, key=key,
-                                header=hdr, log_level=LOG_LEVEL, netns=sh)
+        sp, saddr = c.qm_server(target.addr, host=s_host, netns=sh, log_level=LOG_LEVEL, **wrap)
     else:
-        sp, saddr = c.v2ray_server(target.addr, host=sh.addr if sh else lo, security=sec, key=key,
-                                   header=hdr, netns=sh)
-    relay = Relay(ch.peer_addr if ch else lo, upstream=saddr,
-                  seed=zlib.crc32((pair + cond).encode()) & 0xffff, process=True, **params)
+        sp, saddr = c.v2ray_server(target.addr, host=s_host, netns=sh, **wrap)
+    relay = Relay(c_link, upstream=saddr, seed=zlib.crc32((pair + cond).encode()) & 0xffff,
+                  process=True, **params)
     c.on_close(relay.close)
     if client == "quicmux":
-        cp, caddr = c.qm_client(relay.addr, host=ch.addr if ch else lo, security=sec, key=key,
-                                header=hdr, log_level=LOG_LEVEL, netns=ch)
+        cp, caddr = c.qm_client(relay.addr, host=c_host, netns=ch, log_level=LOG_LEVEL, **wrap)
     else:
-        cp, caddr = c.v2ray_client(relay.addr, host=ch.addr if ch else lo, security=sec, key=key,
-                                   header=hdr, target=target.addr, netns=ch)
+        cp, caddr = c.v2ray_client(relay.addr, host=c_host, netns=ch, target=target.addr, **wrap)
     # Generous bounds: 5 % loss or 400 ms RTT can be slow, but a stall of 30 s is a hang.
     seed = zlib.crc32((pair + cond).encode())
     if client == "quicmux" and server == "quicmux":

@@ -278,11 +278,11 @@ static outcome run(int mode, int trap_round, size_t trap_len) {
     assert_int_equal(rv, 0);
     for (i = 0; i < NSTREAMS; i++) { /* the application reads at once */
       uint64_t credit = n.s.unread[i];
-      if (n.mode == MODE_QUICMUX) { /* as session.c's stream_credit */
+      if (n.mode == MODE_QUICMUX && /* as session.c's stream_credit */
+          qm_policy_window_consumed(&n.s.win[i], STREAM_BUFFER, credit)) {
         ngtcp2_conn_stat cs;
         ngtcp2_conn_get_conn_stat(n.s.conn, &cs);
-        credit = qm_policy_window_credit(&n.s.win[i], STREAM_BUFFER,
-                                         4 * STREAM_BUFFER, credit, n.now,
+        credit += qm_policy_window_check(&n.s.win[i], 4 * STREAM_BUFFER, n.now,
                                          cs.smoothed_rtt);
       }
       ngtcp2_conn_extend_max_stream_offset(n.s.conn, i * 4, credit);

@@ -934,7 +934,9 @@ static uint64_t consume(qm_window *w, uint64_t total, uint64_t chunk,
   uint64_t credit = 0, done;
   for (done = 0; done < total; done += chunk) {
     *now += step;
-    credit += qm_policy_window_credit(w, MiB_W, 4 * MiB_W, chunk, *now, srtt);
+    credit += chunk;
+    if (qm_policy_window_consumed(w, MiB_W, chunk))
+      credit += qm_policy_window_check(w, 4 * MiB_W, *now, srtt);
   }
   return credit;
 }
