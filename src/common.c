@@ -102,8 +102,8 @@ void qm_settings_default(qm_settings *s) {
   s->insecure = 1;
   s->max_streams_bidi = 32;
   s->handshake_timeout_ms = 8000;
-  s->stream_buffer = 1024 * 1024;
-  s->conn_window = 8 * 1024 * 1024;
+  s->stream_buffer = QM_DEFAULT_STREAM_BUFFER;
+  s->conn_window = QM_DEFAULT_MAX_WINDOW;
   s->keepalive_ms = 5000;
   s->session_idle_ms = 25000;
   s->max_sessions_per_dest = 64;

@@ -19,6 +19,10 @@
 #define QM_DEFAULT_ALPN "h2,http/1.1"
 /* quic-go's largest datagram, and the largest it accepts (SPEC §3.3). */
 #define QM_MAX_QUIC_DATAGRAM 1452
+/* Default stream buffer (send buffer, initial receive window) and largest
+ * receive window of a session or stream (qm_settings conn_window). */
+#define QM_DEFAULT_STREAM_BUFFER (1024 * 1024)
+#define QM_DEFAULT_MAX_WINDOW (32 * 1024 * 1024)
 /* Receive buffers: wrapped probes reach 1493 bytes (SPEC §3.4). */
 #define QM_RX_BUF 2048
 

@@ -90,7 +90,7 @@ static void ep_deliver(qm_endpoint *ep, struct sockaddr *from,
   }
   qlen = qm_codec_open(&ep->codec, buf, len, &quic);
   /* Silently, as v2ray does (SPEC §3.3). An empty QUIC datagram is dropped
-   * too: ngtcp2 asserts on one. */
+   * too: ngtcp2_pkt_decode_version_cid() asserts on one (1.11 still does). */
   if (qlen <= 0) {
     ep->rx_dropped++;
     return;

@@ -253,9 +253,9 @@ static void ep_recv(qm_endpoint *ep, const struct sockaddr *from,
     l->refused++;
     return;
   }
-  if (hd.token.len > 0 && hd.token.base[0] == NGTCP2_CRYPTO_TOKEN_MAGIC_RETRY) {
+  if (hd.tokenlen > 0 && hd.token[0] == NGTCP2_CRYPTO_TOKEN_MAGIC_RETRY) {
     if (ngtcp2_crypto_verify_retry_token(
-            &odcid, hd.token.base, hd.token.len, l->retry_secret,
+            &odcid, hd.token, hd.tokenlen, l->retry_secret,
             sizeof(l->retry_secret), hd.version, from, fromlen, &hd.dcid,
             QM_RETRY_TOKEN_TIMEOUT, qm_now_ns()) != 0) {
       l->bad_tokens++;

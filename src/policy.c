@@ -36,31 +36,6 @@ int qm_policy_can_retry(uint64_t bytes_acked, uint64_t bytes_received,
          !heard_since_open;
 }
 
-uint64_t qm_policy_window_growth(uint64_t window, uint64_t max,
-                                 uint64_t since_last_ns, uint64_t srtt_ns,
-                                 int have_last) {
-  if (!have_last || window >= max || since_last_ns >= 2 * srtt_ns)
-    return 0;
-  return window < max - window ? window : max - window;
-}
-
-int qm_policy_window_consumed(qm_window *w, uint64_t init, uint64_t n) {
-  if (!w->size)
-    w->size = init;
-  w->epoch_bytes += n;
-  return w->epoch_bytes * 2 >= w->size;
-}
-
-uint64_t qm_policy_window_check(qm_window *w, uint64_t max, uint64_t now,
-                                uint64_t srtt_ns) {
-  uint64_t extra = qm_policy_window_growth(w->size, max, now - w->epoch_ts,
-                                           srtt_ns, w->epoch_ts != 0);
-  w->size += extra;
-  w->epoch_bytes = 0;
-  w->epoch_ts = now;
-  return extra;
-}
-
 int qm_policy_may_open_session(size_t sessions_here, size_t sessions_all,
                                uint32_t max_here, uint32_t max_all) {
   return sessions_here < max_here && sessions_all < max_all;

@@ -62,33 +62,6 @@ qm_health qm_policy_health(const qm_health_facts *f);
 int qm_policy_can_retry(uint64_t bytes_acked, uint64_t bytes_received,
                         int fin_received, int reset, int heard_since_open);
 
-/* Receive-window auto-tuning, done through the credit quicmux hands out
- * (session.c; libngtcp2 0.12's own tuning can announce a limit it does not
- * enforce, SECURITY.md §5). Checked each time the application has consumed
- * half of a stream's window since the last check: if that took less than
- * two smoothed round trips (the sender is held back by the window), the
- * window doubles, up to max. Returns the bytes to add to the window; 0 on
- * the first check (have_last 0) and when the window is already at max. */
-uint64_t qm_policy_window_growth(uint64_t window, uint64_t max,
-                                 uint64_t since_last_ns, uint64_t srtt_ns,
-                                 int have_last);
-
-/* A stream's receive window; all zero before the first credit. */
-typedef struct qm_window {
-  uint64_t size;        /* current window (0: not started, = init) */
-  uint64_t epoch_bytes; /* consumed since the last check */
-  uint64_t epoch_ts;    /* time of the last check (ns), 0 = none */
-} qm_window;
-
-/* The application consumed n more bytes: nonzero when half the window has
- * been consumed since the last check, i.e. qm_policy_window_check is due. */
-int qm_policy_window_consumed(qm_window *w, uint64_t init, uint64_t n);
-
-/* The check (now and srtt in ns): the window's growth, to grant as extra
- * credit; starts the next half window. */
-uint64_t qm_policy_window_check(qm_window *w, uint64_t max, uint64_t now,
-                                uint64_t srtt_ns);
-
 /* Under the caps for a new session? */
 int qm_policy_may_open_session(size_t sessions_here, size_t sessions_all,
                                uint32_t max_here, uint32_t max_all);

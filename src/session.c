@@ -36,7 +36,7 @@ struct qm_session {
   qm_task task;
   qm_session_owner owner;
   size_t stream_limit_bytes;
-  uint64_t stream_window; /* initial receive window, see stream_credit */
+  uint64_t max_window; /* largest receive window (fill_settings) */
   /* streams */
   qm_stream *streams; /* all attached streams */
   size_t nstreams;
@@ -53,8 +53,7 @@ struct qm_session {
   ngtcp2_tstamp owed_since; /* first send while nothing was in flight */
   ev_timer health_timer; /* client: watches the path while carrying streams */
   int died_handshaking;
-  ngtcp2_tstamp fc_since; /* first of flow-control errors (see recv) */
-  ngtcp2_connection_close_error last_error;
+  ngtcp2_ccerr last_error;
   uint64_t keepalive_ms;
   uint64_t session_idle_ms;
   ev_timer idle_timer; /* client: no stream for session_idle_ms -> close */
@@ -194,27 +193,9 @@ void qm_session_stream_wants_write(qm_session *s, qm_stream *st) {
   session_schedule(s);
 }
 
-/* A stream's receive window grows up to this many times the initial one. */
-#define QM_WINDOW_GROWTH 4
-
-/* Credit for n consumed bytes, plus the window's growth when the stream
- * consumed half of it within two round trips (policy.h). The tuning is
- * ours, not ngtcp2's (fill_settings): the window only grows for streams
- * whose reader keeps up, so a slow reader holds at most the initial one. */
-static uint64_t stream_credit(qm_session *s, qm_stream *st, size_t n) {
-  ngtcp2_conn_stat cs;
-  if (!qm_policy_window_consumed(&st->r_window, s->stream_window, n))
-    return n;
-  ngtcp2_conn_get_conn_stat(s->conn, &cs);
-  return n + qm_policy_window_check(&st->r_window,
-                                    s->stream_window * QM_WINDOW_GROWTH,
-                                    qm_now_ns(), cs.smoothed_rtt);
-}
-
 void qm_session_stream_consumed(qm_session *s, qm_stream *st, size_t n) {
   if (n && s->conn && st->id >= 0 && !st->wire_closed) {
-    ngtcp2_conn_extend_max_stream_offset(s->conn, st->id,
-                                         stream_credit(s, st, n));
+    ngtcp2_conn_extend_max_stream_offset(s->conn, st->id, n);
     ngtcp2_conn_extend_max_offset(s->conn, n);
   }
   if (n && s->conn && st->id >= 0 && st->wire_closed)
@@ -227,6 +208,21 @@ void qm_session_stream_consumed(qm_session *s, qm_stream *st, size_t n) {
   if (st->wire_closed && qm_stream_recv_done(st))
     qm_session_stream_event(s, st, QM_SEV_CLOSE);
   session_schedule(s);
+}
+
+/* What one stream may hold unacknowledged: its own buffer, or its share of
+ * twice the congestion window when that is more, so that a stream can fill
+ * a long fat path and keep it full through loss recovery; never more than
+ * max_window. A session's streams together hold at most about
+ * max(nstreams x base, 2 x cwnd). */
+size_t qm_session_send_limit(const qm_session *s, size_t base) {
+  ngtcp2_conn_info ci;
+  uint64_t lim;
+  if (!s->conn || s->state != QM_SESS_ESTABLISHED)
+    return base;
+  ngtcp2_conn_get_conn_info(s->conn, &ci);
+  lim = QM_MIN(2 * ci.cwnd, s->max_window) / (s->nstreams ? s->nstreams : 1);
+  return lim > base ? (size_t)lim : base;
 }
 
 /* ---- going dead ---- */
@@ -245,13 +241,13 @@ static void session_set_dead(qm_session *s, int err) {
   session_schedule(s);
 }
 
-static void write_close(qm_session *s, const ngtcp2_connection_close_error *e) {
+static void write_close(qm_session *s, const ngtcp2_ccerr *e) {
   ngtcp2_pkt_info pi;
   uint8_t *slot;
   ngtcp2_ssize n;
 
-  if (!s->conn || ngtcp2_conn_is_in_closing_period(s->conn) ||
-      ngtcp2_conn_is_in_draining_period(s->conn))
+  if (!s->conn || ngtcp2_conn_in_closing_period(s->conn) ||
+      ngtcp2_conn_in_draining_period(s->conn))
     return;
   slot = qm_endpoint_slot(s->ep);
   if (!slot) {
@@ -272,16 +268,14 @@ static void write_close(qm_session *s, const ngtcp2_connection_close_error *e) {
 
 /* A fatal ngtcp2 error: tell the peer and go dead. */
 static void session_fail(qm_session *s, int liberr) {
-  ngtcp2_connection_close_error e;
+  ngtcp2_ccerr e;
   int err = QM_EQUIC;
 
   if (liberr == NGTCP2_ERR_CRYPTO) {
-    ngtcp2_connection_close_error_set_transport_error_tls_alert(
-        &e, ngtcp2_conn_get_tls_alert(s->conn), NULL, 0);
+    ngtcp2_ccerr_set_tls_alert(&e, ngtcp2_conn_get_tls_alert(s->conn), NULL, 0);
     err = QM_ETLS;
   } else {
-    ngtcp2_connection_close_error_set_transport_error_liberr(&e, liberr, NULL,
-                                                             0);
+    ngtcp2_ccerr_set_liberr(&e, liberr, NULL, 0);
   }
   if (s->state != QM_SESS_DEAD) {
     QM_WARN("session", "session %llu: closing on error: %s",
@@ -294,7 +288,7 @@ static void session_fail(qm_session *s, int liberr) {
 static void session_write(qm_session *s);
 
 void qm_session_close(qm_session *s) {
-  ngtcp2_connection_close_error e;
+  ngtcp2_ccerr e;
   if (s->state == QM_SESS_DEAD)
     return;
   /* Flush what is due first (ACKs of the peer's FINs above all), so
@@ -303,7 +297,7 @@ void qm_session_close(qm_session *s) {
     session_write(s);
   if (s->state == QM_SESS_DEAD)
     return;
-  ngtcp2_connection_close_error_set_application_error(&e, 0, NULL, 0);
+  ngtcp2_ccerr_set_application_error(&e, 0, NULL, 0);
   write_close(s, &e);
   session_set_dead(s, QM_ECLOSED);
 }
@@ -366,7 +360,7 @@ static void retry_unanswered(qm_session *s) {
     st->sess = NULL;
     link_stream(s, g);
     ngtcp2_conn_set_stream_user_data(s->conn, g->id, g);
-    ngtcp2_conn_shutdown_stream(s->conn, g->id, 0);
+    ngtcp2_conn_shutdown_stream(s->conn, 0, g->id, 0);
     st->wnext = moved; /* requeue after the walk */
     moved = st;
   }
@@ -379,27 +373,38 @@ static void retry_unanswered(qm_session *s) {
   }
 }
 
+/* Probe timeouts in a row: ngtcp2 1.x no longer reports its PTO count, so
+ * it is the number of whole PTOs the peer has been silent while it owes an
+ * acknowledgement. */
+static size_t probe_timeouts(const qm_session *s, const ngtcp2_conn_info *cs,
+                             ngtcp2_tstamp now) {
+  ngtcp2_tstamp from = QM_MAX(s->last_rx, s->owed_since);
+  ngtcp2_duration pto = ngtcp2_conn_get_pto(s->conn);
+  if (cs->bytes_in_flight == 0 || !s->owed_since || now <= from || !pto)
+    return 0;
+  return (size_t)((now - from) / pto);
+}
+
 /* Dead-path detection (policy.h): the peer owes an acknowledgement and has
  * been silent too long -> the session takes no new stream and moves the
  * streams it never heard about; still silent 8 s later -> closed, so open
  * connections fail instead of hanging until the idle timeout. */
 static void check_health(qm_session *s) {
-  ngtcp2_conn_stat cs;
+  ngtcp2_conn_info cs;
   qm_health_facts f;
   ngtcp2_tstamp now = qm_now_ns();
   if (s->state != QM_SESS_ESTABLISHED)
     return;
-  ngtcp2_conn_get_conn_stat(s->conn, &cs);
+  ngtcp2_conn_get_conn_info(s->conn, &cs);
   f.state = policy_state(s);
-  f.pto_count = cs.pto_count;
   f.bytes_in_flight = cs.bytes_in_flight;
   {
     /* silence counts from when the peer started to owe us an answer */
     ngtcp2_tstamp from = QM_MAX(s->last_rx, s->owed_since);
     f.silence = now > from ? now - from : 0;
   }
-  f.pto = cs.smoothed_rtt + QM_MAX(4 * cs.rttvar, NGTCP2_MILLISECONDS) +
-          26 * NGTCP2_MILLISECONDS; /* + the peer's max_ack_delay */
+  f.pto = ngtcp2_conn_get_pto(s->conn);
+  f.pto_count = probe_timeouts(s, &cs, now);
   f.suspect = s->suspect;
   f.suspect_since = s->suspect_since;
   f.now = now;
@@ -488,8 +493,8 @@ static void session_write(qm_session *s) {
 
   if (s->state == QM_SESS_DEAD || !s->conn)
     return;
-  if (ngtcp2_conn_is_in_closing_period(s->conn) ||
-      ngtcp2_conn_is_in_draining_period(s->conn))
+  if (ngtcp2_conn_in_closing_period(s->conn) ||
+      ngtcp2_conn_in_draining_period(s->conn))
     return;
   maxlen = QM_MIN(qm_endpoint_max_quic(s->ep), QM_MAX_QUIC_DATAGRAM);
   /* Pacing from the default 333 ms initial RTT holds the handshake back by
@@ -577,8 +582,8 @@ static void session_write(qm_session *s) {
   if (wrote && qm_endpoint_flush(s->ep) != 0)
     s->blocked = 1;
   if (wrote && !s->owed_since) {
-    ngtcp2_conn_stat cs;
-    ngtcp2_conn_get_conn_stat(s->conn, &cs);
+    ngtcp2_conn_info cs;
+    ngtcp2_conn_get_conn_info(s->conn, &cs);
     if (cs.bytes_in_flight > 0)
       s->owed_since = ts;
   }
@@ -671,7 +676,7 @@ static void task_run(qm_task *t) {
     st->events = 0;
     if ((ev & QM_SEV_RESET) && !st->closed) {
       if (st->id >= 0 && !st->wire_closed) {
-        ngtcp2_conn_shutdown_stream(s->conn, st->id, st->reset_code);
+        ngtcp2_conn_shutdown_stream(s->conn, 0, st->id, st->reset_code);
         st->close_err = QM_ERESET;
         wq_remove(s, st);
         /* stream_close from ngtcp2 finishes it */
@@ -865,7 +870,7 @@ static int stream_reset_cb(ngtcp2_conn *conn, int64_t stream_id,
     return 0;
   st->close_err = QM_ERESET;
   /* The peer aborted its side: abort ours too, so the stream closes. */
-  ngtcp2_conn_shutdown_stream(conn, stream_id, 0);
+  ngtcp2_conn_shutdown_stream(conn, 0, stream_id, 0);
   qm_session_stream_event(s, st, QM_SEV_CLOSE);
   return 0;
 }
@@ -879,7 +884,7 @@ static int stream_stop_sending_cb(ngtcp2_conn *conn, int64_t stream_id,
   if (!st)
     return 0;
   st->close_err = QM_ERESET;
-  ngtcp2_conn_shutdown_stream(conn, stream_id, 0);
+  ngtcp2_conn_shutdown_stream(conn, 0, stream_id, 0);
   return 0;
 }
 
@@ -938,10 +943,10 @@ static void fill_callbacks(ngtcp2_callbacks *cb, int server) {
 static ngtcp2_cc_algo cc_algo(const char *name) {
   if (name && !strcasecmp(name, "reno"))
     return NGTCP2_CC_ALGO_RENO;
-  if (name && !strcasecmp(name, "bbr"))
+  /* "bbr2": ngtcp2 1.x's BBR is the former BBRv2 (kept as a name so that
+   * configs written for 0.12 still load) */
+  if (name && (!strcasecmp(name, "bbr") || !strcasecmp(name, "bbr2")))
     return NGTCP2_CC_ALGO_BBR;
-  if (name && !strcasecmp(name, "bbr2"))
-    return NGTCP2_CC_ALGO_BBR2;
   return NGTCP2_CC_ALGO_CUBIC;
 }
 
@@ -963,10 +968,15 @@ const char *qm__cc_static(const char *name) {
   return cc_names[0];
 }
 
-/* A stream's initial receive window: its send buffer (it grows in
- * stream_credit). */
+/* A stream's initial receive window: its send buffer. */
 static uint64_t stream_window(const qm_settings *s) {
-  return s->stream_buffer ? s->stream_buffer : 1024 * 1024;
+  return s->stream_buffer ? s->stream_buffer : QM_DEFAULT_STREAM_BUFFER;
+}
+
+/* The largest receive window of a session, and of any one stream. */
+static uint64_t max_window(const qm_settings *s) {
+  return QM_MAX(s->conn_window ? s->conn_window : QM_DEFAULT_MAX_WINDOW,
+                stream_window(s));
 }
 
 static void fill_settings(ngtcp2_settings *st, ngtcp2_transport_params *p,
@@ -985,18 +995,13 @@ static void fill_settings(ngtcp2_settings *st, ngtcp2_transport_params *p,
   /* Never exceed quic-go's 1452-byte buffer once wrapped fits a 1500 MTU
    * (SPEC §3.3, §13 item 11). */
   st->max_tx_udp_payload_size = QM_MAX_QUIC_DATAGRAM - overhead;
-  st->max_window = s->conn_window ? s->conn_window * 2 : 16 * 1024 * 1024;
-  /* No stream-window tuning in ngtcp2: libngtcp2 0.12 sizes an auto-tuned
-   * MAX_STREAM_DATA frame, and if the frame then does not fit the packet it
-   * still sends it later but keeps enforcing the old limit (and, having
-   * doubled the window, sees no need for another frame), so the peer's data
-   * under the credit it was given is rejected for good. Without it, a frame
-   * carries the plain limit the session granted, the next one is never
-   * lower, and the stream stays queued until one is written; the window
-   * grows through that credit instead (stream_credit). The connection
-   * window (MAX_DATA, written without that flaw) still auto-tunes and bounds
-   * what all streams of a session may buffer together. */
-  st->max_stream_window = 0;
+  /* Receive windows start small and ngtcp2 doubles one whenever its reader
+   * consumed it within two round trips, up to the path's bandwidth-delay
+   * product at most max_window: a slow reader never makes it grow, so what
+   * a session buffers stays below max_window (tests/unit/test_flowctl.c:
+   * this tuning is free of 0.12's stale-limit bug). */
+  st->max_window = max_window(s);
+  st->max_stream_window = max_window(s);
   st->cc_algo = cc_algo(s->cc);
 
   ngtcp2_transport_params_default(p);
@@ -1004,7 +1009,7 @@ static void fill_settings(ngtcp2_settings *st, ngtcp2_transport_params *p,
   p->initial_max_stream_data_bidi_remote =
       p->initial_max_stream_data_bidi_local;
   p->initial_max_stream_data_uni = 0;
-  p->initial_max_data = s->conn_window ? s->conn_window : 8 * 1024 * 1024;
+  p->initial_max_data = QM_MIN(max_window(s), 8 * stream_window(s));
   p->initial_max_streams_bidi = server ? s->max_streams_bidi : 0;
   p->initial_max_streams_uni = 0;
   p->max_idle_timeout = idle * NGTCP2_MILLISECONDS;
@@ -1032,7 +1037,7 @@ static int session_alloc(qm_session **out, qm_io *io, qm_tls_ctx *tls,
   x->tls = tls;
   x->owner = *owner;
   x->stream_limit_bytes = s->stream_buffer;
-  x->stream_window = stream_window(s);
+  x->max_window = max_window(s);
   x->keepalive_ms = s->keepalive_ms;
   x->session_idle_ms = s->session_idle_ms;
   ev_timer_init(&x->idle_timer, idle_cb, 0., 0.);
@@ -1147,12 +1152,17 @@ int qm_session_server_new(qm_session **out, qm_io *io, qm_endpoint *ep,
   fill_callbacks(&cb, 1);
   fill_settings(&st, &p, s, ep, 1);
   st.token = hd->token;
+  st.tokenlen = hd->tokenlen;
+  if (odcid)
+    st.token_type = NGTCP2_TOKEN_TYPE_RETRY;
   if (odcid) { /* after Retry */
     p.original_dcid = *odcid;
+    p.original_dcid_present = 1;
     p.retry_scid = hd->dcid;
     p.retry_scid_present = 1;
   } else {
     p.original_dcid = hd->dcid;
+    p.original_dcid_present = 1;
   }
   p.stateless_reset_token_present = 1;
   qm_random(p.stateless_reset_token, sizeof(p.stateless_reset_token));
@@ -1195,7 +1205,7 @@ void qm_session_recv(qm_session *s, const struct sockaddr *from,
     switch (rv) {
     case NGTCP2_ERR_DRAINING:
       /* the peer closed (CONNECTION_CLOSE or stateless reset) */
-      ngtcp2_conn_get_connection_close_error(s->conn, &s->last_error);
+      s->last_error = *ngtcp2_conn_get_ccerr(s->conn);
       QM_DEBUG("session", "session %llu: closed by peer (code 0x%llx)",
                (unsigned long long)s->id,
                (unsigned long long)s->last_error.error_code);
@@ -1210,27 +1220,6 @@ void qm_session_recv(qm_session *s, const struct sockaddr *from,
       return;
     case NGTCP2_ERR_DISCARD_PKT:
       return;
-    case NGTCP2_ERR_FLOW_CONTROL: {
-      /* libngtcp2 0.12 can send a MAX_STREAM_DATA frame before it enforces
-       * the limit in it (a frame that did not fit one packet goes out in
-       * the next). Without ngtcp2's window tuning (fill_settings) that lasts
-       * until the next packet is written; data that arrives meanwhile is
-       * dropped here and the peer sends it again. If nothing else gets
-       * through for 5 s, the limits really are out of step: fail. */
-      ngtcp2_tstamp now = qm_now_ns();
-      if (!s->fc_since)
-        s->fc_since = now;
-      else if (now - s->fc_since > 5 * NGTCP2_SECONDS) {
-        session_fail(s, rv);
-        return;
-      }
-      QM_DEBUG("session",
-               "session %llu: packet over the flow-control limit "
-               "dropped",
-               (unsigned long long)s->id);
-      session_schedule(s);
-      return;
-    }
     default:
       /* ngtcp2: any other error ends the connection (CONNECTION_CLOSE) */
       session_fail(s, rv);
@@ -1238,10 +1227,9 @@ void qm_session_recv(qm_session *s, const struct sockaddr *from,
     }
   }
   s->last_rx = qm_now_ns();
-  s->fc_since = 0;
   {
-    ngtcp2_conn_stat cs;
-    ngtcp2_conn_get_conn_stat(s->conn, &cs);
+    ngtcp2_conn_info cs;
+    ngtcp2_conn_get_conn_info(s->conn, &cs);
     if (cs.bytes_in_flight == 0)
       s->owed_since = 0; /* everything acknowledged */
   }
@@ -1341,7 +1329,7 @@ void qm_session_free(qm_session *s) {
   if (s->conn) {
     if (s->owner.remove_cid) {
       ngtcp2_cid cids[16];
-      size_t i, n = ngtcp2_conn_get_num_scid(s->conn);
+      size_t i, n = ngtcp2_conn_get_scid(s->conn, NULL);
       if (n <= QM_ARRAY_LEN(cids)) {
         n = ngtcp2_conn_get_scid(s->conn, cids);
         for (i = 0; i < n; i++)
@@ -1361,7 +1349,7 @@ static const char *state_names[] = {"handshaking", "established", "closing",
                                     "closed"};
 
 void qm_session_get_info(const qm_session *s, qm_session_info *in) {
-  ngtcp2_conn_stat cs;
+  ngtcp2_conn_info cs;
   char host[INET6_ADDRSTRLEN] = "?";
   uint16_t port = 0;
 
@@ -1389,12 +1377,12 @@ void qm_session_get_info(const qm_session *s, qm_session_info *in) {
   in->streams = s->nstreams - s->npending;
   in->streams_pending = s->npending;
   if (s->conn) {
-    ngtcp2_conn_get_conn_stat(s->conn, &cs);
+    ngtcp2_conn_get_conn_info(s->conn, &cs);
     in->smoothed_rtt_us = cs.smoothed_rtt / 1000;
     in->min_rtt_us = cs.min_rtt == UINT64_MAX ? 0 : cs.min_rtt / 1000;
     in->cwnd = cs.cwnd;
     in->bytes_in_flight = cs.bytes_in_flight;
-    in->pto_count = cs.pto_count;
+    in->pto_count = probe_timeouts(s, &cs, qm_now_ns());
   }
   in->datagrams_rx = s->rx;
   in->datagrams_tx = s->tx;

@@ -77,6 +77,9 @@ void qm_session_get_info(const qm_session *s, qm_session_info *in);
 void qm_session_stream_wants_write(qm_session *s, qm_stream *st);
 void qm_session_stream_event(qm_session *s, qm_stream *st, unsigned ev);
 void qm_session_stream_consumed(qm_session *s, qm_stream *st, size_t n);
+/* How many bytes a stream with a base buffer of base may hold unacknowledged
+ * now (grows with the congestion window). */
+size_t qm_session_send_limit(const qm_session *s, size_t base);
 
 /* Internal, for tests: the ngtcp2 callbacks of the TLS/crypto glue (all
  * others zero), as every session gets them. */

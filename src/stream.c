@@ -35,8 +35,14 @@ void qm_stream_destroy(qm_stream *s) {
 
 /* ---- send side ---- */
 
+/* Bytes the stream may hold unacknowledged (its buffer grows with the
+ * session's congestion window). */
+static size_t send_limit(const qm_stream *s) {
+  return s->sess ? qm_session_send_limit(s->sess, s->s_limit) : s->s_limit;
+}
+
 int qm_stream_write_space(qm_stream *s, uint8_t **buf, size_t *len) {
-  size_t buffered, room;
+  size_t buffered, room, limit;
   qm_chunk *t;
 
   *buf = NULL;
@@ -45,7 +51,8 @@ int qm_stream_write_space(qm_stream *s, uint8_t **buf, size_t *len) {
       s->wire_closed)
     return QM_ECLOSED;
   buffered = (size_t)(s->s_end - s->s_acked);
-  if (buffered >= s->s_limit) {
+  limit = send_limit(s);
+  if (buffered >= limit) {
     s->send_blocked = 1;
     return 0;
   }
@@ -67,7 +74,7 @@ int qm_stream_write_space(qm_stream *s, uint8_t **buf, size_t *len) {
       s->scur = c;
     t = c;
   }
-  room = QM_MIN(QM_CHUNK_SIZE - t->len, s->s_limit - buffered);
+  room = QM_MIN(QM_CHUNK_SIZE - t->len, limit - buffered);
   *buf = t->data + t->len;
   *len = room;
   return 0;
@@ -170,7 +177,7 @@ void qm_stream_acked(qm_stream *s, uint64_t off, uint64_t len) {
       s->scur = c->next;
     free(c);
   }
-  if (s->send_blocked && s->s_end - s->s_acked < s->s_limit) {
+  if (s->send_blocked && s->s_end - s->s_acked < send_limit(s)) {
     s->send_blocked = 0;
     if (s->sess)
       qm_session_stream_event(s->sess, s, QM_SEV_SEND_READY);

@@ -67,7 +67,6 @@ struct qm_stream {
   unsigned ghost : 1;    /* left behind on a dead path after a retry */
   unsigned announce : 1; /* client: tell the peer the stream exists */
   uint64_t r_total;      /* bytes received from the peer */
-  qm_window r_window;    /* receive window tuning (session.c) */
   uint64_t open_ts;      /* when it was opened on the wire (ns) */
   /* dialer: where this stream may go, and which address it is on */
   qm_addrlist *addrs;

@@ -122,8 +122,11 @@ typedef struct qm_settings {
                                     sessions that carry streams; 0 = off
                                     (default 5000) */
   size_t stream_buffer;          /* per-stream send buffer and initial receive
-                                    window (grows to 4x for fast readers) */
-  size_t conn_window;            /* per-session receive window */
+                                    window (default 1 MiB; both grow for fast
+                                    paths and readers, up to conn_window) */
+  size_t conn_window;            /* largest receive window of a session and of
+                                    a stream (default 32 MiB): what one
+                                    session may buffer of received data */
   int fwmark;                    /* SO_MARK on UDP sockets, 0 = none */
   /* client pool */
   uint64_t session_idle_ms;       /* close a session with no stream for this

@@ -41,7 +41,6 @@
 
 #define MS 1000000ull /* ns per ms */
 #define SEC 1000000000ull
-#define MiB_W (1024ull * 1024) /* receive windows */
 #define MAX_SESS 2048
 #define MAX_STREAMS 8192
 
@@ -926,43 +925,6 @@ static void test_timers_follow_count(void **state) {
   assert_int_equal(a->pings, p);
 }
 
-/* Receive window: a reader that consumes half a window within two round
- * trips doubles it up to 4x; a slow one keeps the initial window; every
- * consumed byte is credited once, plus exactly the growth. */
-static uint64_t consume(qm_window *w, uint64_t total, uint64_t chunk,
-                        uint64_t *now, uint64_t step, uint64_t srtt) {
-  uint64_t credit = 0, done;
-  for (done = 0; done < total; done += chunk) {
-    *now += step;
-    credit += chunk;
-    if (qm_policy_window_consumed(w, MiB_W, chunk))
-      credit += qm_policy_window_check(w, 4 * MiB_W, *now, srtt);
-  }
-  return credit;
-}
-
-static void test_window_tuning(void **state) {
-  qm_window fast = {0}, slow = {0};
-  uint64_t now = SEC, credit;
-  (void)state;
-  /* the first check never grows (no previous one to compare with) */
-  assert_int_equal(qm_policy_window_growth(MiB_W, 4 * MiB_W, 0, 50 * MS, 0), 0);
-  assert_int_equal(
-      qm_policy_window_growth(MiB_W, 4 * MiB_W, 99 * MS, 50 * MS, 1), MiB_W);
-  assert_int_equal(
-      qm_policy_window_growth(MiB_W, 4 * MiB_W, 100 * MS, 50 * MS, 1), 0);
-  assert_int_equal(
-      qm_policy_window_growth(3 * MiB_W, 4 * MiB_W, 1 * MS, 50 * MS, 1), MiB_W);
-  /* fast: 64 KiB every ms at 50 ms RTT (half a window well within 100 ms) */
-  credit = consume(&fast, 64 * MiB_W, 64 * 1024, &now, MS, 50 * MS);
-  assert_int_equal(fast.size, 4 * MiB_W);
-  assert_int_equal(credit, 64 * MiB_W + 3 * MiB_W);
-  /* slow: 64 KiB every 20 ms: half a window takes 160 ms > 2 RTT */
-  credit = consume(&slow, 16 * MiB_W, 64 * 1024, &now, 20 * MS, 50 * MS);
-  assert_int_equal(slow.size, MiB_W);
-  assert_int_equal(credit, 16 * MiB_W);
-}
-
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_can_take_table),
@@ -1004,7 +966,6 @@ int main(void) {
                                       teardown),
       cmocka_unit_test_setup_teardown(test_timers_follow_count, setup,
                                       teardown),
-      cmocka_unit_test(test_window_tuning),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
