@@ -1,0 +1,110 @@
+/*
+ * The session's private parts, shared by its four files (none of this is
+ * seen outside src/session*.c):
+ *   session.c         lifecycle: create, receive, close, free, settings, info
+ *   session_tx.c      the stream lists, the send path and its timer, the
+ *                     deferred task, opening client streams
+ *   session_cb.c      the ngtcp2 callbacks
+ *   session_health.c  client pool helpers: keep-alive, idle close, dead paths
+ */
+#ifndef QM_SESSION_INT_H
+#define QM_SESSION_INT_H
+
+#include <ngtcp2/ngtcp2_crypto.h>
+
+#include "internal.h"
+#include "policy.h"
+#include "session.h"
+
+#define QM_SCID_LEN 12 /* v2ray's ConnectionIDLength (SPEC §1.4) */
+#define QM_MAX_VEC 16
+#define QM_BURST (32 * 1024)
+#define QM_HEALTH_INTERVAL 0.25 /* seconds */
+
+struct qm_session {
+  uint64_t id;
+  int server;
+  qm_session_state state;
+  qm_io *io;
+  qm_endpoint *ep; /* client: &own_ep; server: the listener's */
+  qm_endpoint own_ep;
+  qm_tls_ctx *tls;
+  gnutls_session_t tls_sess;
+  ngtcp2_conn *conn;
+  ngtcp2_crypto_conn_ref conn_ref;
+  struct sockaddr_storage remote;
+  socklen_t remotelen;
+  ngtcp2_path_storage ps;
+  ev_timer timer;
+  qm_task task;
+  qm_session_owner owner;
+  size_t stream_limit_bytes;
+  uint64_t max_window; /* largest receive window (fill_settings) */
+  /* streams */
+  qm_stream *streams; /* all attached streams */
+  size_t nstreams;
+  qm_stream *pending_head, *pending_tail; /* client: waiting for an id */
+  size_t npending;
+  qm_stream *wq_head, *wq_tail; /* streams with something to send */
+  qm_stream *ev_head;           /* streams with events to deliver */
+  int close_err;                /* QM_E* reason once closing/dead */
+  int dead_notified;
+  int blocked; /* waiting for the endpoint to drain */
+  int suspect; /* several PTOs without an ack: the path looks dead */
+  ngtcp2_tstamp suspect_since;
+  ngtcp2_tstamp last_rx;    /* last packet from the peer */
+  ngtcp2_tstamp owed_since; /* first send while nothing was in flight */
+  ev_timer health_timer; /* client: watches the path while carrying streams */
+  int died_handshaking;
+  ngtcp2_ccerr last_error;
+  uint64_t keepalive_ms;
+  uint64_t session_idle_ms;
+  ev_timer idle_timer; /* client: no stream for session_idle_ms -> close */
+  uint64_t rx, tx;     /* datagrams */
+};
+
+static inline void qm_sess_schedule(qm_session *s) {
+  qm_io_defer(s->io, &s->task);
+}
+
+static inline qm_policy_state qm_sess_policy_state(const qm_session *s) {
+  return s->state == QM_SESS_HANDSHAKING   ? QM_POLICY_HANDSHAKING
+         : s->state == QM_SESS_ESTABLISHED ? QM_POLICY_ESTABLISHED
+                                           : QM_POLICY_GONE;
+}
+
+/* session.c: a fatal ngtcp2 error (CONNECTION_CLOSE, then dead), and going
+ * dead (the deferred task then ends the streams and tells the owner). */
+void qm_sess_fail(qm_session *s, int liberr);
+void qm_sess_set_dead(qm_session *s, int err);
+
+/* session_tx.c: the stream list, the write queue and the event list; the
+ * send path (qm_sess_write) and the ngtcp2 timer; the deferred task; the
+ * streams still waiting for an id (client); how a stream ends. */
+void qm_sess_deliver_close(qm_stream *st, int err);
+int qm_sess_end_error(const qm_session *s, const qm_stream *st, int err);
+void qm_sess_ev_remove(qm_session *s, qm_stream *st);
+void qm_sess_link_stream(qm_session *s, qm_stream *st);
+void qm_sess_open_pending(qm_session *s);
+void qm_sess_task_run(qm_task *t);
+void qm_sess_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
+void qm_sess_unlink_stream(qm_session *s, qm_stream *st);
+void qm_sess_wq_push(qm_session *s, qm_stream *st);
+void qm_sess_wq_remove(qm_session *s, qm_stream *st);
+void qm_sess_write(qm_session *s);
+
+/* session_cb.c: every ngtcp2 callback a session sets. */
+void qm_sess_callbacks(ngtcp2_callbacks *cb, int server);
+/* The TLS glue's way from a GnuTLS session to its ngtcp2 connection. */
+ngtcp2_conn *qm_sess_get_conn(ngtcp2_crypto_conn_ref *ref);
+
+/* session_health.c: timers that follow the stream count, dead-path checks,
+ * and the probe timeouts in a row (ngtcp2 1.x does not report them). */
+void qm_sess_check_health(qm_session *s);
+void qm_sess_health_cb(struct ev_loop *loop, ev_timer *w, int revents);
+void qm_sess_idle_cb(struct ev_loop *loop, ev_timer *w, int revents);
+size_t qm_sess_probe_timeouts(const qm_session *s, const ngtcp2_conn_info *cs,
+                              ngtcp2_tstamp now);
+void qm_sess_streams_changed(qm_session *s, size_t before);
+
+#endif

@@ -1,0 +1,471 @@
+/* A session's stream lists, its send path and timer, the deferred task
+ * (application callbacks, resets, writes, death) and opening client
+ * streams. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "session_int.h"
+
+/* ---- stream lists ---- */
+
+void qm_sess_link_stream(qm_session *s, qm_stream *st) {
+  size_t before = s->nstreams;
+  st->sess = s;
+  st->last_sess_id = s->id;
+  st->prev = NULL;
+  st->next = s->streams;
+  if (s->streams)
+    s->streams->prev = st;
+  s->streams = st;
+  s->nstreams++;
+  qm_sess_streams_changed(s, before);
+}
+
+void qm_sess_unlink_stream(qm_session *s, qm_stream *st) {
+  if (st->prev)
+    st->prev->next = st->next;
+  else
+    s->streams = st->next;
+  if (st->next)
+    st->next->prev = st->prev;
+  st->prev = st->next = NULL;
+  s->nstreams--;
+  qm_sess_streams_changed(s, s->nstreams + 1);
+}
+
+void qm_sess_wq_remove(qm_session *s, qm_stream *st) {
+  qm_stream **pp = &s->wq_head, *prev = NULL;
+  if (!st->in_wq)
+    return;
+  while (*pp && *pp != st) {
+    prev = *pp;
+    pp = &(*pp)->wnext;
+  }
+  if (*pp) {
+    *pp = st->wnext;
+    if (s->wq_tail == st)
+      s->wq_tail = prev;
+  }
+  st->wnext = NULL;
+  st->in_wq = 0;
+}
+
+void qm_sess_wq_push(qm_session *s, qm_stream *st) {
+  if (st->in_wq)
+    return;
+  st->in_wq = 1;
+  st->wnext = NULL;
+  if (s->wq_tail)
+    s->wq_tail->wnext = st;
+  else
+    s->wq_head = st;
+  s->wq_tail = st;
+}
+
+static qm_stream *wq_pop(qm_session *s) {
+  qm_stream *st = s->wq_head;
+  if (!st)
+    return NULL;
+  s->wq_head = st->wnext;
+  if (!s->wq_head)
+    s->wq_tail = NULL;
+  st->wnext = NULL;
+  st->in_wq = 0;
+  return st;
+}
+
+void qm_session_stream_event(qm_session *s, qm_stream *st, unsigned ev) {
+  if (st->events == 0) {
+    st->enext = s->ev_head;
+    s->ev_head = st;
+  }
+  st->events |= ev;
+  qm_sess_schedule(s);
+}
+
+void qm_sess_ev_remove(qm_session *s, qm_stream *st) {
+  qm_stream **pp = &s->ev_head;
+  if (!st->events)
+    return;
+  while (*pp && *pp != st)
+    pp = &(*pp)->enext;
+  if (*pp)
+    *pp = st->enext;
+  st->enext = NULL;
+  st->events = 0;
+}
+
+void qm_session_stream_wants_write(qm_session *s, qm_stream *st) {
+  if (st->id >= 0 && !st->wire_closed)
+    qm_sess_wq_push(s, st);
+  qm_sess_schedule(s);
+}
+
+void qm_session_stream_consumed(qm_session *s, qm_stream *st, size_t n) {
+  if (n && s->conn && st->id >= 0 && !st->wire_closed) {
+    ngtcp2_conn_extend_max_stream_offset(s->conn, st->id, n);
+    ngtcp2_conn_extend_max_offset(s->conn, n);
+  }
+  if (n && s->conn && st->id >= 0 && st->wire_closed)
+    ngtcp2_conn_extend_max_offset(s->conn, n);
+  if (st->fin_rcvd && st->r_buffered == 0 && !st->fin_delivered) {
+    st->fin_delivered = 1;
+    if (st->cbs.on_recv_fin)
+      st->cbs.on_recv_fin(st, st->ud);
+  }
+  if (st->wire_closed && qm_stream_recv_done(st))
+    qm_session_stream_event(s, st, QM_SEV_CLOSE);
+  qm_sess_schedule(s);
+}
+
+/* What one stream may hold unacknowledged: its own buffer, or its share of
+ * twice the congestion window when that is more, so that a stream can fill
+ * a long fat path and keep it full through loss recovery; never more than
+ * max_window. A session's streams together hold at most about
+ * max(nstreams x base, 2 x cwnd). */
+size_t qm_session_send_limit(const qm_session *s, size_t base) {
+  ngtcp2_conn_info ci;
+  uint64_t lim;
+  if (!s->conn || s->state != QM_SESS_ESTABLISHED)
+    return base;
+  ngtcp2_conn_get_conn_info(s->conn, &ci);
+  lim = QM_MIN(2 * ci.cwnd, s->max_window) / (s->nstreams ? s->nstreams : 1);
+  return lim > base ? (size_t)lim : base;
+}
+
+/* ---- timer ---- */
+
+static void arm_timer(qm_session *s) {
+  ngtcp2_tstamp exp, now;
+  double t;
+  if (s->state == QM_SESS_DEAD || !s->conn)
+    return;
+  exp = ngtcp2_conn_get_expiry(s->conn);
+  now = qm_now_ns();
+  t = exp > now ? (double)(exp - now) / 1e9 : 1e-9;
+  ev_timer_stop(s->io->loop, &s->timer);
+  ev_timer_set(&s->timer, t, 0.);
+  ev_timer_start(s->io->loop, &s->timer);
+}
+
+void qm_sess_timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+  qm_session *s = w->data;
+  int rv;
+  (void)loop;
+  (void)revents;
+  rv = ngtcp2_conn_handle_expiry(s->conn, qm_now_ns());
+  if (rv != 0) {
+    /* Idle close is silent, as in quic-go (SPEC §1.5). */
+    if (rv == NGTCP2_ERR_IDLE_CLOSE || rv == NGTCP2_ERR_HANDSHAKE_TIMEOUT) {
+      QM_DEBUG("session", "session %llu: %s", (unsigned long long)s->id,
+               rv == NGTCP2_ERR_IDLE_CLOSE ? "idle timeout"
+                                           : "handshake timeout");
+      qm_sess_set_dead(s, QM_ETIMEDOUT);
+    } else {
+      qm_sess_fail(s, rv);
+    }
+    return;
+  }
+  qm_sess_check_health(s);
+  if (s->state == QM_SESS_DEAD)
+    return;
+  qm_sess_write(s);
+}
+
+/* ---- writing ---- */
+
+void qm_sess_write(qm_session *s) {
+  ngtcp2_vec vec[QM_MAX_VEC];
+  ngtcp2_pkt_info pi;
+  ngtcp2_tstamp ts = qm_now_ns();
+  size_t maxlen, burst = 0, quantum = SIZE_MAX;
+  int wrote = 0, paced;
+
+  if (s->state == QM_SESS_DEAD || !s->conn)
+    return;
+  if (ngtcp2_conn_in_closing_period(s->conn) ||
+      ngtcp2_conn_in_draining_period(s->conn))
+    return;
+  maxlen = QM_MIN(qm_endpoint_max_quic(s->ep), QM_MAX_QUIC_DATAGRAM);
+  /* Pacing from the default 333 ms initial RTT holds the handshake back by
+   * a PTO; pace once the handshake is done (SPEC §13 item 5). Then at most
+   * one send quantum (64 KiB with cubic) goes out at once, and the timer
+   * (ngtcp2_conn_get_expiry includes the pacing time) sends the next: a
+   * whole congestion window in one burst overflows the receive buffer of
+   * a peer with default socket buffers (v2ray: ~208 KiB), and every such
+   * loss halves the window. */
+  paced = ngtcp2_conn_get_handshake_completed(s->conn);
+  if (paced)
+    quantum = ngtcp2_conn_get_send_quantum(s->conn);
+
+  for (;;) {
+    qm_stream *st = s->wq_head;
+    size_t nvec = 0, total = 0;
+    ngtcp2_ssize ndatalen = -1, nwrite;
+    uint32_t flags = NGTCP2_WRITE_STREAM_FLAG_MORE;
+    int64_t sid = -1;
+    uint8_t *slot = qm_endpoint_slot(s->ep);
+
+    if (!slot) {
+      if (qm_endpoint_flush(s->ep) != 0) {
+        s->blocked = 1;
+        break;
+      }
+      slot = qm_endpoint_slot(s->ep);
+      if (!slot)
+        break;
+    }
+    if (st) {
+      sid = st->id;
+      nvec = qm_stream_unsent(st, vec, QM_MAX_VEC, &total);
+      if (st->fin_wanted && !st->fin_sent && st->s_sent + total == st->s_end)
+        flags |= NGTCP2_WRITE_STREAM_FLAG_FIN;
+    }
+    nwrite = ngtcp2_conn_writev_stream(s->conn, &s->ps.path, &pi, slot, maxlen,
+                                       &ndatalen, flags, sid, vec, nvec, ts);
+    if (st && ndatalen >= 0) {
+      st->announce = 0;
+      qm_stream_mark_sent(st, (size_t)ndatalen);
+      if ((flags & NGTCP2_WRITE_STREAM_FLAG_FIN) && (size_t)ndatalen == total)
+        st->fin_sent = 1;
+      /* Round robin in bursts: a stream keeps the turn for up to
+       * QM_BURST bytes, so the receiver gets fewer, larger pieces per
+       * stream (fewer writes to its TCP sockets) and streams still share. */
+      st->burst += (size_t)ndatalen;
+      if (!qm_stream_has_unsent(st)) {
+        st->burst = 0;
+        wq_pop(s);
+      } else if (st->burst >= QM_BURST) {
+        st->burst = 0;
+        wq_pop(s);
+        qm_sess_wq_push(s, st);
+      }
+    }
+    if (nwrite < 0) {
+      if (nwrite == NGTCP2_ERR_WRITE_MORE)
+        continue;
+      if (nwrite == NGTCP2_ERR_STREAM_DATA_BLOCKED ||
+          nwrite == NGTCP2_ERR_STREAM_SHUT_WR ||
+          nwrite == NGTCP2_ERR_STREAM_NOT_FOUND) {
+        /* flow control: extend_max_stream_data puts it back */
+        if (st && st == s->wq_head)
+          wq_pop(s);
+        continue;
+      }
+      qm_sess_fail(s, (int)nwrite);
+      return;
+    }
+    if (nwrite == 0) {
+      /* congestion- or pacing-limited, or nothing to send */
+      if (st && ndatalen < 0 && st == s->wq_head && !qm_stream_has_unsent(st))
+        wq_pop(s);
+      break;
+    }
+    qm_endpoint_commit(s->ep, (size_t)nwrite, (struct sockaddr *)&s->remote,
+                       s->remotelen);
+    s->tx++;
+    wrote = 1;
+    burst += (size_t)nwrite;
+    if (burst >= quantum)
+      break;
+  }
+  if (wrote && qm_endpoint_flush(s->ep) != 0)
+    s->blocked = 1;
+  if (wrote && !s->owed_since) {
+    ngtcp2_conn_info cs;
+    ngtcp2_conn_get_conn_info(s->conn, &cs);
+    if (cs.bytes_in_flight > 0)
+      s->owed_since = ts;
+  }
+  if (paced)
+    ngtcp2_conn_update_pkt_tx_time(s->conn, ts);
+  arm_timer(s);
+}
+
+void qm_session_writable(qm_session *s) {
+  if (s->blocked) {
+    s->blocked = 0;
+    qm_sess_schedule(s);
+  }
+}
+
+/* ---- the deferred task: app callbacks, resets, writes, death ---- */
+
+void qm_sess_deliver_close(qm_stream *st, int err) {
+  if (st->closed)
+    return;
+  st->closed = 1;
+  if (st->cbs.on_close)
+    st->cbs.on_close(st, err, st->ud);
+}
+
+/* Why a stream still attached ends with its session: a stream that already
+ * finished both ways (FIN sent and received, all read) ends cleanly when the
+ * session closes without an error; only its last ACK was missing. */
+int qm_sess_end_error(const qm_session *s, const qm_stream *st, int err) {
+  if (st->close_err)
+    return st->close_err;
+  if (st->fin_sent && st->fin_rcvd && qm_stream_recv_done(st) &&
+      err == QM_ECLOSED && s->last_error.error_code == 0)
+    return 0;
+  return err;
+}
+
+static void session_finish(qm_session *s) {
+  qm_stream *st;
+  int err = s->close_err ? s->close_err : QM_ECLOSED;
+
+  /* Streams waiting for an id: if the handshake failed, the owner may try
+   * the next address; otherwise they fail with the session. */
+  while ((st = s->pending_head)) {
+    s->pending_head = st->wnext;
+    st->wnext = NULL;
+    st->in_wq = 0;
+    s->npending--;
+    qm_sess_ev_remove(s, st);
+    qm_sess_unlink_stream(s, st);
+    st->sess = NULL;
+    if (s->died_handshaking && s->owner.on_requeue && !st->close_err) {
+      s->owner.on_requeue(s, st, 1, s->owner.ud);
+      continue;
+    }
+    qm_sess_deliver_close(st, err);
+    qm_stream_destroy(st);
+  }
+  s->pending_tail = NULL;
+  while ((st = s->streams)) {
+    qm_sess_unlink_stream(s, st);
+    st->sess = NULL;
+    qm_sess_deliver_close(st, qm_sess_end_error(s, st, err));
+    qm_stream_destroy(st);
+  }
+  s->ev_head = NULL;
+  s->wq_head = s->wq_tail = NULL;
+  if (!s->dead_notified) {
+    s->dead_notified = 1;
+    if (s->owner.on_dead)
+      s->owner.on_dead(s, s->owner.ud); /* frees s */
+  }
+}
+
+void qm_sess_task_run(qm_task *t) {
+  qm_session *s = (qm_session *)((char *)t - offsetof(qm_session, task));
+  qm_stream *st;
+
+  if (s->state == QM_SESS_DEAD) {
+    session_finish(s);
+    return;
+  }
+  /* events */
+  while ((st = s->ev_head)) {
+    unsigned ev = st->events;
+    s->ev_head = st->enext;
+    st->enext = NULL;
+    st->events = 0;
+    if ((ev & QM_SEV_RESET) && !st->closed) {
+      if (st->id >= 0 && !st->wire_closed) {
+        ngtcp2_conn_shutdown_stream(s->conn, 0, st->id, st->reset_code);
+        st->close_err = QM_ERESET;
+        qm_sess_wq_remove(s, st);
+        /* stream_close from ngtcp2 finishes it */
+      } else {
+        st->close_err = QM_ERESET;
+        ev |= QM_SEV_CLOSE;
+      }
+    }
+    if ((ev & QM_SEV_OPEN) && !st->closed && !st->open_notified) {
+      st->open_notified = 1;
+      if (st->cbs.on_open)
+        st->cbs.on_open(st, st->ud);
+    }
+    if ((ev & QM_SEV_READ) && !st->closed)
+      qm_stream_resume_recv(st);
+    if ((ev & QM_SEV_SEND_READY) && !st->closed && st->cbs.on_send_ready)
+      st->cbs.on_send_ready(st, st->ud);
+    if ((ev & QM_SEV_CLOSE) && !st->closed && (st->wire_closed || st->id < 0) &&
+        (qm_stream_recv_done(st) || st->close_err)) {
+      if (st->in_wq)
+        qm_sess_wq_remove(s, st);
+      qm_sess_ev_remove(s,
+                        st); /* events it re-queued while handling this batch */
+      qm_sess_unlink_stream(s, st);
+      qm_sess_deliver_close(st, st->close_err);
+      st->sess = NULL;
+      qm_stream_destroy(st);
+    }
+    if (s->state == QM_SESS_DEAD) {
+      session_finish(s);
+      return;
+    }
+  }
+  if (!s->blocked)
+    qm_sess_write(s);
+  if (s->state == QM_SESS_DEAD)
+    session_finish(s);
+}
+
+/* ---- client streams ---- */
+
+static int try_open(qm_session *s, qm_stream *st) {
+  int64_t id;
+  int rv = ngtcp2_conn_open_bidi_stream(s->conn, &id, st);
+  if (rv != 0)
+    return rv;
+  st->id = id;
+  st->opened = 1;
+  st->open_ts = qm_now_ns();
+  /* Send a STREAM frame at once, even an empty one, so the server learns of
+   * the stream and connects its target: protocols where the server speaks
+   * first (SMTP, SSH banners, MySQL) need it. */
+  st->announce = 1;
+  qm_session_stream_event(s, st, QM_SEV_OPEN);
+  qm_sess_wq_push(s, st);
+  return 0;
+}
+
+void qm_sess_open_pending(qm_session *s) {
+  while (s->pending_head) {
+    qm_stream *st = s->pending_head;
+    if (ngtcp2_conn_get_streams_bidi_left(s->conn) == 0)
+      break;
+    s->pending_head = st->wnext;
+    if (!s->pending_head)
+      s->pending_tail = NULL;
+    st->wnext = NULL;
+    st->in_wq = 0;
+    s->npending--;
+    if (try_open(s, st) != 0) {
+      st->close_err = QM_EQUIC;
+      qm_session_stream_event(s, st, QM_SEV_CLOSE);
+    }
+  }
+  /* Overflow: the server allowed fewer streams than we queued. */
+  while (s->pending_head && s->owner.on_requeue) {
+    qm_stream *st = s->pending_head;
+    s->pending_head = st->wnext;
+    if (!s->pending_head)
+      s->pending_tail = NULL;
+    st->wnext = NULL;
+    s->npending--;
+    qm_sess_unlink_stream(s, st);
+    st->sess = NULL;
+    s->owner.on_requeue(s, st, 0, s->owner.ud);
+  }
+  qm_sess_schedule(s);
+}
+
+void qm_session_attach(qm_session *s, qm_stream *st) {
+  qm_sess_link_stream(s, st);
+  if (s->state == QM_SESS_ESTABLISHED &&
+      ngtcp2_conn_get_streams_bidi_left(s->conn) > 0 && try_open(s, st) == 0) {
+    qm_sess_schedule(s);
+    return;
+  }
+  st->wnext = NULL;
+  if (s->pending_tail)
+    s->pending_tail->wnext = st;
+  else
+    s->pending_head = st;
+  s->pending_tail = st;
+  s->npending++;
+}
