@@ -5,8 +5,8 @@
 set -euo pipefail
 
 pkgs=(gcc make cmake pkg-config libngtcp2-dev libngtcp2-crypto-gnutls-dev
-      libgnutls28-dev nettle-dev libev-dev libjansson-dev libc-ares-dev
-      libcmocka-dev)
+      libgnutls28-dev nettle-dev libssl-dev libev-dev libjansson-dev
+      libc-ares-dev libcmocka-dev)
 if [[ "${1:-}" == "--test" ]]; then
   pkgs+=(python3 v2ray shadowsocks-libev shadowsocks-v2ray-plugin iperf3
          iproute2 valgrind clang)

@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include <gnutls/crypto.h>
+#include <openssl/types.h>
 
 #include "quicmux/quicmux.h"
 
@@ -31,9 +32,14 @@ typedef struct qm_codec {
   qm_security security;
   qm_header header;
   size_t header_len; /* H: 0, 4 or 13 */
-  /* GnuTLS's AEAD: its AES-GCM runs in one pass, about twice as fast per
-   * datagram as nettle's four passes (bench/aead_bench.c) */
+  /* AES-128-GCM: GnuTLS's AEAD, one pass, about twice as fast per datagram
+   * as nettle's four passes (bench/aead_bench.c). NULL otherwise. */
   gnutls_aead_cipher_hd_t aead;
+  /* ChaCha20-Poly1305: OpenSSL 3 libcrypto's EVP (AVX2/AVX-512 assembly),
+   * about three times GnuTLS's (= Nettle's) speed per datagram
+   * (bench/RESULTS.md). One context for the key, only the nonce and the
+   * direction change per datagram. NULL otherwise. */
+  EVP_CIPHER_CTX *evp;
   /* header generator state (SPEC §5) */
   uint16_t srtp_counter;
   uint16_t utp_conn_id;
