@@ -220,7 +220,7 @@ int qm_dialer_new(qm_dialer **out, struct ev_loop *loop, const qm_settings *s) {
   d->settings.ca_file = d->ca_copy = dup_or_null(s->ca_file);
   d->settings.alpn = d->alpn_copy = dup_or_null(s->alpn);
   if (s->cc && qm_cc_parse(s->cc) != 0) {
-    QM_ERROR("dialer", "cc '%s': want cubic, reno, bbr or bbr2", s->cc);
+    QM_ERROR("dialer", "cc '%s': want bbr, cubic or reno", s->cc);
     rv = QM_EINVAL;
     goto fail;
   }

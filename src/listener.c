@@ -321,7 +321,7 @@ int qm_listener_new(qm_listener **out, struct ev_loop *loop,
   l->settings.key = l->key_copy = dup_or_null(s->key);
   l->settings.alpn = l->alpn_copy = dup_or_null(s->alpn);
   if (s->cc && qm_cc_parse(s->cc) != 0) {
-    QM_ERROR("listener", "cc '%s': want cubic, reno, bbr or bbr2", s->cc);
+    QM_ERROR("listener", "cc '%s': want bbr, cubic or reno", s->cc);
     rv = QM_EINVAL;
     goto fail;
   }

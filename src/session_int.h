@@ -40,6 +40,7 @@ struct qm_session {
   qm_session_owner owner;
   size_t stream_limit_bytes;
   uint64_t max_window; /* largest receive window (fill_settings) */
+  uint64_t cwnd_max;   /* largest congestion window so far (send limit) */
   /* streams */
   qm_stream *streams; /* all attached streams */
   size_t nstreams;

@@ -119,17 +119,16 @@ void qm_session_stream_consumed(qm_session *s, qm_stream *st, size_t n) {
 }
 
 /* What one stream may hold unacknowledged: its own buffer, or its share of
- * twice the congestion window when that is more, so that a stream can fill
- * a long fat path and keep it full through loss recovery; never more than
- * max_window. A session's streams together hold at most about
- * max(nstreams x base, 2 x cwnd). */
+ * four times the largest congestion window the session has had, when that
+ * is more. A lost packet holds everything sent after it in the buffer until
+ * its retransmission is acknowledged (1.5 round trips and more), and BBR's
+ * window dips in its probing cycles, so a stream that is to fill a long fat
+ * path needs several windows of room; never more than max_window. A
+ * session's streams together hold at most about
+ * max(nstreams x base, 4 x cwnd_max). */
 size_t qm_session_send_limit(const qm_session *s, size_t base) {
-  ngtcp2_conn_info ci;
-  uint64_t lim;
-  if (!s->conn || s->state != QM_SESS_ESTABLISHED)
-    return base;
-  ngtcp2_conn_get_conn_info(s->conn, &ci);
-  lim = QM_MIN(2 * ci.cwnd, s->max_window) / (s->nstreams ? s->nstreams : 1);
+  uint64_t lim =
+      QM_MIN(4 * s->cwnd_max, s->max_window) / (s->nstreams ? s->nstreams : 1);
   return lim > base ? (size_t)lim : base;
 }
 
@@ -189,7 +188,7 @@ void qm_sess_write(qm_session *s) {
   maxlen = QM_MIN(qm_endpoint_max_quic(s->ep), QM_MAX_QUIC_DATAGRAM);
   /* Pacing from the default 333 ms initial RTT holds the handshake back by
    * a PTO; pace once the handshake is done (SPEC §13 item 5). Then at most
-   * one send quantum (64 KiB with cubic) goes out at once, and the timer
+   * one send quantum (64 KiB) goes out at once, and the timer
    * (ngtcp2_conn_get_expiry includes the pacing time) sends the next: a
    * whole congestion window in one burst overflows the receive buffer of
    * a peer with default socket buffers (v2ray: ~208 KiB), and every such
@@ -271,11 +270,13 @@ void qm_sess_write(qm_session *s) {
   }
   if (wrote && qm_endpoint_flush(s->ep) != 0)
     s->blocked = 1;
-  if (wrote && !s->owed_since) {
+  if (wrote) {
     ngtcp2_conn_info cs;
     ngtcp2_conn_get_conn_info(s->conn, &cs);
-    if (cs.bytes_in_flight > 0)
+    if (!s->owed_since && cs.bytes_in_flight > 0)
       s->owed_since = ts;
+    if (cs.cwnd > s->cwnd_max)
+      s->cwnd_max = cs.cwnd;
   }
   if (paced)
     ngtcp2_conn_update_pkt_tx_time(s->conn, ts);

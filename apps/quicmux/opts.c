@@ -87,7 +87,7 @@ const opt_def opt_table[] = {
    "QUIC Retry (client address validation): auto = only during a flood of "
    "new sessions, always, never = as v2ray (default auto)"},
   {OPT_CC, "cc", NULL, NULL, "congestion", T_STR, 0, 0, CSD, "ALGO",
-   "congestion control: cubic, reno, bbr, bbr2 (default cubic)"},
+   "congestion control: bbr, cubic, reno (default bbr; bbr2 = bbr)"},
   {OPT_DRAIN, "drain", NULL, NULL, "drain", T_NUM, 0, 600, CS, "SEC",
    "on SIGTERM/SIGINT stop accepting and give open connections SEC seconds "
    "to finish; a second signal stops at once (default 2)"},
@@ -392,7 +392,7 @@ int tunnel_cfg_set(tunnel_cfg *c, const opt_def *o, const char *where,
     break;
   case OPT_CC:
     if (qm_cc_parse(v) != 0) {
-      snprintf(err, errlen, "%s '%s': want cubic, reno, bbr or bbr2", where, v);
+      snprintf(err, errlen, "%s '%s': want bbr, cubic or reno", where, v);
       return -1;
     }
     c->s.cc = v;

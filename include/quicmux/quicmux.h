@@ -142,7 +142,7 @@ typedef struct qm_settings {
    * trip): QM_RETRY_AUTO sends Retry only while a flood of new sessions is
    * seen; QM_RETRY_ALWAYS for every new session; QM_RETRY_NEVER as v2ray. */
   int retry;
-  /* congestion control: "cubic" (default), "reno", "bbr", "bbr2" */
+  /* congestion control: "bbr" (default), "cubic", "reno" ("bbr2" = "bbr") */
   const char *cc;
 } qm_settings;
 
