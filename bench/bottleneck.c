@@ -31,7 +31,8 @@
  * relay's sockets (SO_RXQ_OVFL); the relay's CPU time (getrusage).  Written as one JSON
  * object to --stats FILE (atomically: FILE.tmp then rename) or to stdout, on SIGUSR1 and
  * on exit (SIGTERM, SIGINT, --duration).  With --tick-ms the JSON also has a timeline:
- * every tick, the backlog of each direction and each session's forwarded bytes so far.
+ * every tick, the backlog of each direction and each session's bytes in / dropped /
+ * forwarded so far, per direction.
  *
  * Usage:
  *   bottleneck --map 10.231.1.1:4000=10.231.2.2:4443 [--map ...] --rate 40 --delay-ms 100
@@ -133,10 +134,12 @@ static uint64_t rxq_ovfl; /* kernel drops on our sockets, summed over sockets */
 static uint32_t *ovfl_seen; /* per fd: last SO_RXQ_OVFL value */
 static int ovfl_cap;
 
-/* timeline: per tick t (ms since start), backlog up/down, fwd bytes per session x dir */
+/* timeline, one row per tick, rows stored back to back: [width, t_ms, backlog_up,
+ * backlog_down, then per session TL_PER_SESS values (see tick())] */
+#define TL_PER_SESS 6
 static unsigned tick_ms;
-static uint64_t *tl;     /* rows of width tl_w, grows */
-static size_t tl_rows, tl_cap, tl_w;
+static uint64_t *tl;
+static size_t tl_len, tl_cap, tl_rows;
 
 static void die(const char *fmt, ...) {
   va_list ap;
@@ -515,15 +518,20 @@ static void write_stats(int final) {
     }
     fputc('}', f);
   }
-  /* timeline rows: [t_ms, backlog_up, backlog_down, s0_fwd_up, s0_fwd_down, ...] */
-  fprintf(f, "],\"tick_ms\":%u,\"timeline\":[", tick_ms);
-  for (r = 0; r < tl_rows; r++) {
-    const uint64_t *row = tl + r * tl_w;
-    size_t w = 3 + 2 * (size_t)row[tl_w - 1];
+  /* timeline rows: [t_ms, backlog_up, backlog_down, then per session: in_up,
+   * dropped_up, fwd_up, in_down, dropped_down, fwd_down] (bytes so far) */
+  fprintf(f,
+          "],\"tick_ms\":%u,\"timeline_columns\":[\"t_ms\",\"backlog_up\","
+          "\"backlog_down\",\"per session: in_up\",\"dropped_up\",\"fwd_up\","
+          "\"in_down\",\"dropped_down\",\"fwd_down\"],\"timeline\":[",
+          tick_ms);
+  for (r = 0, k = 0; r < tl_rows; r++) {
+    size_t w = (size_t)tl[k], j;
     fputs(r ? ",[" : "[", f);
-    for (k = 0; k < w; k++)
-      fprintf(f, "%s%llu", k ? "," : "", (unsigned long long)row[k]);
+    for (j = 1; j < w; j++)
+      fprintf(f, "%s%llu", j > 1 ? "," : "", (unsigned long long)tl[k + j]);
     fputc(']', f);
+    k += w;
   }
   fputs("]}\n", f);
   if (stats_path) {
@@ -536,29 +544,34 @@ static void write_stats(int final) {
 }
 
 static void tick(uint64_t now) {
-  size_t need_w = 3 + 2 * MAX_SESS + 1;
-  int i;
-  if (!tl_w)
-    tl_w = need_w;
+  size_t w = 4 + TL_PER_SESS * (size_t)nsess;
+  int i, d;
   if (tl_rows == MAX_TICKS)
     return;
-  if (tl_rows == tl_cap) {
-    size_t nc = tl_cap ? tl_cap * 2 : 1024;
-    uint64_t *p = realloc(tl, nc * tl_w * sizeof(*p));
+  if (tl_len + w > tl_cap) {
+    size_t nc = tl_cap ? tl_cap * 2 : 16384;
+    while (nc < tl_len + w)
+      nc *= 2;
+    uint64_t *p = realloc(tl, nc * sizeof(*p));
     if (!p)
       return;
     tl = p;
     tl_cap = nc;
   }
-  uint64_t *row = tl + tl_rows * tl_w;
-  row[0] = (now - t_start) / 1000000u;
-  row[1] = backlog(&links[UP], now);
-  row[2] = backlog(&links[DOWN], now);
-  for (i = 0; i < nsess; i++) {
-    row[3 + 2 * i] = sessions[i]->c[UP].fwd.bytes;
-    row[4 + 2 * i] = sessions[i]->c[DOWN].fwd.bytes;
-  }
-  row[tl_w - 1] = (uint64_t)nsess;
+  uint64_t *row = tl + tl_len;
+  row[0] = (uint64_t)w;
+  row[1] = (now - t_start) / 1000000u;
+  row[2] = backlog(&links[UP], now);
+  row[3] = backlog(&links[DOWN], now);
+  for (i = 0; i < nsess; i++)
+    for (d = 0; d < 2; d++) {
+      const counters *c = &sessions[i]->c[d];
+      uint64_t *v = row + 4 + TL_PER_SESS * i + 3 * d;
+      v[0] = c->in.bytes;
+      v[1] = c->lost.bytes + c->qdrop.bytes;
+      v[2] = c->fwd.bytes;
+    }
+  tl_len += w;
   tl_rows++;
 }
 

@@ -25,16 +25,16 @@ tunnel client, and iperf3 -c -t TIME -P N [-R] -J.  Reported per tunnel:
   goodput    iperf3's end.sum_received (bytes the receiving iperf3 got / its seconds);
   share      goodput / link rate (the rate counts UDP payload + 28 B per datagram, so
              100 % cannot be reached: QUIC, v2ray wrap and IP/UDP headers take ~5-7 %);
-  wire       UDP payload bytes the sender put into the bottleneck (its direction), counted
-             when its iperf3 client exited;
-  dropped    bytes the bottleneck lost at random or dropped at its queue, in % of goodput:
-             each must be sent again, so this is the retransmission that was necessary
-             (spurious retransmissions are invisible without decrypting);
-  excess     (wire - goodput) / goodput: retransmissions + per-datagram overhead (QUIC,
-             v2ray wrap) + the control stream + whatever crossed after the receiving iperf3
-             stopped counting: an upper bound of the retransmitted bytes; "excess/sent" is
-             the same against the bytes the sending iperf3 wrote (part of them never left
-             the tunnel's buffers): a lower bound;
+  wire       UDP payload bytes the sender put into the bottleneck (its direction) while
+             the receiving iperf3 counted: from the first 100 ms tick with > 30 kB in, for
+             iperf3's measured seconds (from the bottleneck's timeline; the tail that was
+             still in the tunnel's buffers when iperf3 stopped counting is left out);
+  dropped    bytes of it the bottleneck lost at random or dropped at its queue, in % of
+             goodput: each must be sent again, so this is the retransmission that was
+             necessary (spurious retransmissions are invisible without decrypting);
+  excess     (wire - goodput) / goodput: retransmissions + per-datagram overhead (QUIC
+             headers, v2ray's 28-byte aes-128-gcm wrap) + iperf3's control stream: an upper
+             bound of the retransmitted bytes;
   cwnd/RTT   quicmux only: SIGUSR1 to the *sender's* process every 0.5 s, its per-session
              line "rtt X ms (min Y), cwnd C, in flight F" parsed from the log.  v2ray's
              quic-go exposes no congestion state: for v2ray the plots show what the
@@ -206,24 +206,36 @@ def start_tunnel_client(c, t, ch):
                                            target=t.target)
 
 
-def relay_snapshot(relay, stats_path, timeout=3.0):
-    """SIGUSR1 to the bottleneck; its JSON once the file shows a newer seq (or None)."""
-    def seq():
-        try:
-            with open(stats_path) as f:
-                return json.load(f)
-        except (OSError, ValueError):
-            return None
-    before = seq()
-    s0 = before["seq"] if before else 0
-    relay.send_signal(signal.SIGUSR1)
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        j = seq()
-        if j and j["seq"] > s0:
-            return j
-        time.sleep(0.02)
-    return None
+def window_counts(rst, t0_unix, m, d, seconds):
+    """Bytes of map m's sender (direction d) that entered / were dropped by the bottleneck
+    from the start until the receiving iperf3 stopped counting, from the 100 ms timeline.
+    The measurement starts when the data does: the first tick with more than 30 kB in
+    (handshake and iperf3's control exchange are smaller); it lasts iperf3's `seconds`.
+    Whatever crossed later (the tail still in the tunnel's buffers) is left out."""
+    rows = rst.get("timeline") or []
+    smap = [i for i, x in enumerate(rst["sessions"]) if x["map"] == m]
+    dd = 0 if d == "up" else 1
+    off = rst["start_unix_s"] - t0_unix
+
+    def val(r, k):
+        return sum(r[3 + 6 * i + 3 * dd + k] for i in smap if 3 + 6 * i + 3 * dd + k < len(r))
+    pts = [(r[0] / 1000.0 + off, val(r, 0), val(r, 1)) for r in rows]
+    start = next((t for t, vin, _ in pts if vin > 30000), None)
+    if start is None:
+        return None
+    end = start + seconds
+
+    def at(t, k):
+        prev = pts[0]
+        for p in pts:
+            if p[0] >= t:
+                if p[0] == prev[0]:
+                    return p[k]
+                return prev[k] + (p[k] - prev[k]) * (t - prev[0]) / (p[0] - prev[0])
+            prev = p
+        return pts[-1][k]
+    return {"start_s": round(start, 2), "end_s": round(end, 2), "in_bytes": int(at(end, 1)),
+            "dropped_bytes": int(at(end, 2))}
 
 
 def parse_stats_lines(path, t0_unix):
@@ -285,29 +297,18 @@ def one_run(c, hosts, spec, args, outdir):
         procs["iperf3-s%d" % t.idx] = t.iperf_s
         cpu0["iperf3-c%d" % t.idx] = proc_cpu_s(t.iperf_c.pid) or 0.0
         cpu0["iperf3-s%d" % t.idx] = proc_cpu_s(t.iperf_s.pid)
-    # sample the senders' congestion state every 0.5 s while iperf3 runs (bounded); when an
-    # iperf3 client exits, snapshot the bottleneck's counters (its sender's wire bytes then)
+    # sample the senders' congestion state every 0.5 s while iperf3 runs (bounded)
     deadline = time.monotonic() + args.time + 60
     last_cpu = dict(cpu0)
-    snap = {}
-    next_sample = time.monotonic()
     while time.monotonic() < deadline and any(t.iperf_c.alive() for t in tunnels):
-        if time.monotonic() >= next_sample:
-            next_sample += 0.5
-            for t in tunnels:
-                if t.kind == "quicmux" and t.iperf_c.alive():
-                    sender_of(t).send_signal(signal.SIGUSR1)
-            for k, p in procs.items():  # the last value seen before a process exits
-                v = proc_cpu_s(p.pid)
-                if v is not None:
-                    last_cpu[k] = v
         for t in tunnels:
-            if t.idx not in snap and not t.iperf_c.alive():
-                snap[t.idx] = relay_snapshot(relay, stats_path)
-        time.sleep(0.1)
-    for t in tunnels:
-        if t.idx not in snap and not t.iperf_c.alive():
-            snap[t.idx] = relay_snapshot(relay, stats_path)
+            if t.kind == "quicmux" and t.iperf_c.alive():
+                sender_of(t).send_signal(signal.SIGUSR1)
+        for k, p in procs.items():  # the last value seen before a process exits
+            v = proc_cpu_s(p.pid)
+            if v is not None:
+                last_cpu[k] = v
+        time.sleep(0.5)
     wall = time.monotonic() - w0
     busy = machine_busy_s() - busy0
     for k, p in procs.items():
@@ -367,25 +368,19 @@ def one_run(c, hosts, spec, args, outdir):
         if t.idx in timed_out:
             tr["error"] = "iperf3 still running %.0f s after its end: stopped" % (args.time + 60)
             errors.append("tunnel %d (%s): %s" % (t.idx, t.impl, tr["error"]))
-        at_end = snap.get(t.idx) or rst  # the counters when this tunnel's iperf3 ended
-        if at_end:
-            mc = at_end["maps"][t.idx][d]
-            tr.update(wire_bytes=mc["in_bytes"], wire_dgrams=mc["in_dgrams"],
-                      lost_bytes=mc["lost_bytes"], qdrop_bytes=mc["qdrop_bytes"],
-                      lost_dgrams=mc["lost_dgrams"], qdrop_dgrams=mc["qdrop_dgrams"],
-                      ack_bytes=at_end["maps"][t.idx]["down" if d == "up" else "up"]["in_bytes"],
-                      sessions=sum(1 for s in at_end["sessions"] if s["map"] == t.idx),
-                      counters_at="iperf3 end" if snap.get(t.idx) else "bottleneck exit")
         if rst:
-            tr["wire_bytes_total"] = rst["maps"][t.idx][d]["in_bytes"]
-            if "goodput_bytes" in tr:
+            mc = rst["maps"][t.idx][d]
+            tr.update(wire_bytes_total=mc["in_bytes"], lost_bytes_total=mc["lost_bytes"],
+                      qdrop_bytes_total=mc["qdrop_bytes"], lost_dgrams=mc["lost_dgrams"],
+                      qdrop_dgrams=mc["qdrop_dgrams"],
+                      ack_bytes_total=rst["maps"][t.idx]["down" if d == "up" else "up"]["in_bytes"],
+                      sessions=sum(1 for x in rst["sessions"] if x["map"] == t.idx))
+            w = window_counts(rst, t0_unix, t.idx, d, tr["seconds"]) if "seconds" in tr else None
+            if w:
+                tr.update(window=w, wire_bytes=w["in_bytes"], dropped_bytes=w["dropped_bytes"])
                 tr["excess_bytes"] = tr["wire_bytes"] - tr["goodput_bytes"]
                 tr["excess_pct"] = round(100.0 * tr["excess_bytes"] / max(1, tr["goodput_bytes"]), 2)
-                # against what the sending iperf3 wrote (some of it never crossed): a lower bound
-                tr["excess_sent_pct"] = round(100.0 * (tr["wire_bytes"] - tr["sent_bytes"])
-                                              / max(1, tr["goodput_bytes"]), 2)
-                tr["dropped_pct"] = round(100.0 * (tr["lost_bytes"] + tr["qdrop_bytes"])
-                                          / max(1, tr["goodput_bytes"]), 2)
+                tr["dropped_pct"] = round(100.0 * tr["dropped_bytes"] / max(1, tr["goodput_bytes"]), 2)
         tr["udp_rcvbuf_drops"] = {"client_ns": drops1[t.idx][0] - drops0[t.idx][0],
                                   "server_ns": drops1[t.idx][1] - drops0[t.idx][1]}
         tr["cores_client"] = rec["cores"].get("client%d" % t.idx)
@@ -455,11 +450,11 @@ def write_report(outdir, meta, recs):
     L.append("")
     L.append("Bottleneck per direction: random loss, drop-tail queue of one BDP (rate x RTT), "
              "serialisation at the rate (UDP payload + %d B), RTT/2 propagation delay. aes-128-gcm, "
-             "header none, on both ends. Share = goodput / rate. Dropped = bytes lost at random + "
-             "dropped at the queue (the retransmissions that were necessary); excess = sender's UDP "
-             "bytes into the bottleneck - goodput (retransmissions + overhead + the tail still in "
-             "buffers: an upper bound), in brackets the same against the bytes the sending iperf3 "
-             "wrote (a lower bound); all in %% of goodput." % OVERHEAD)
+             "header none, on both ends. Share = goodput / rate. While the receiving iperf3 counted: "
+             "dropped = bytes the bottleneck lost at random or at its queue (the retransmissions that "
+             "were necessary: a lower bound), excess = sender's UDP bytes into the bottleneck - goodput "
+             "(retransmissions + per-datagram overhead: an upper bound); both in %% of goodput. The "
+             "datagram counts in brackets are for the whole run." % OVERHEAD)
     L.append("")
     singles = [r for r in recs if r["group"] == "single"]
     if singles:
@@ -491,7 +486,7 @@ def write_report(outdir, meta, recs):
         L.append("")
         L.append("## Every run")
         L.append("")
-        L.append("| run | goodput Mbit/s | share | excess % (/sent) | dropped % (random/queue dgrams) | "
+        L.append("| run | goodput Mbit/s | share | excess % | dropped % (random/queue dgrams) | "
                  "UDP rcvbuf drops c/s | cores client/server | cores bottleneck | cores others | "
                  "bottleneck lag mean/max µs | plot |")
         L.append("|---|---|---|---|---|---|---|---|---|---|---|")
@@ -501,8 +496,7 @@ def write_report(outdir, meta, recs):
             lag = b.get("late_mean_us", {}).get(r["dir"])
             L.append("| %s | %s | %s | %s | %s (%s/%s) | %s/%s | %s/%s | %s | %s | %s/%s | [png](plots/%s.png) |" % (
                 r["name"], fmt(t.get("goodput_mbit")), fmt(100 * t["share"], "%.0f %%") if "share" in t else "-",
-                "%s (%s)" % (fmt(t.get("excess_pct")), fmt(t.get("excess_sent_pct"))),
-                fmt(t.get("dropped_pct")), t.get("lost_dgrams", "-"),
+                fmt(t.get("excess_pct")), fmt(t.get("dropped_pct")), t.get("lost_dgrams", "-"),
                 t.get("qdrop_dgrams", "-"), t["udp_rcvbuf_drops"]["client_ns"], t["udp_rcvbuf_drops"]["server_ns"],
                 fmt(t.get("cores_client"), "%.2f"), fmt(t.get("cores_server"), "%.2f"),
                 fmt(r["cores"].get("relay"), "%.3f"), fmt(r.get("cores_others"), "%.2f"),

@@ -28,7 +28,7 @@ def series(bst, t0_unix, d, nmaps):
         return None
     off = bst["start_unix_s"] - t0_unix
     smap = [s["map"] for s in bst["sessions"]]
-    col = 3 if d == "up" else 4
+    col = 3 + (0 if d == "up" else 3) + 2  # [t, backlog up, backlog down, 6 per session]
     ts, per_map, qd_up, qd_down = [], [[] for _ in range(nmaps)], [], []
     rate_up = bst["up"]["rate_mbit"] * 1e6 / 8
     rate_down = bst["down"]["rate_mbit"] * 1e6 / 8
@@ -36,7 +36,7 @@ def series(bst, t0_unix, d, nmaps):
         ts.append(r[0] / 1000.0 + off)
         vals = [0] * nmaps
         for i, m in enumerate(smap):
-            k = col + 2 * i
+            k = col + 6 * i
             if k < len(r):
                 vals[m] += r[k]
         for m in range(nmaps):
@@ -77,7 +77,14 @@ def plot_run(outdir, run):
         ax[0].plot(bt, bmbit[i], color=COLORS[i], label="%s (iperf3 goodput %s Mbit/s)" % (
             labels[i], "%.1f" % gp if gp is not None else "-"))
     ax[0].axhline(rate, color="k", ls=":", lw=1, label="link rate %g Mbit/s" % rate)
+    for i, t in enumerate(tunnels):  # where the receiving iperf3 counted
+        w = t.get("window")
+        if w:
+            for a in ax:
+                a.axvspan(w["start_s"], w["end_s"], color=COLORS[i], alpha=0.04, lw=0)
     ax[0].set_ylabel("forwarded, Mbit/s\n(UDP payload, 0.5 s bins)")
+    ax[0].text(0.01, 0.95, "shaded: while the receiving iperf3 counted", transform=ax[0].transAxes,
+               va="top", fontsize=8, color="grey")
     ax[0].set_ylim(0, rate * 1.15)
     ax[0].legend(loc="lower right", fontsize=8)
     ax[0].set_title("%s: %s, %d stream%s, %g Mbit/s, RTT %g ms, loss %g %% each way, queue %d kB" % (
