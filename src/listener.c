@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <gnutls/crypto.h>
 #include <ngtcp2/ngtcp2_crypto.h>
 
 #include "internal.h"
@@ -44,8 +45,13 @@ struct qm_listener {
   uint64_t accepted;
   uint64_t unroutable;
   uint64_t retries_sent, bad_tokens, refused;
-  /* Retry: token secret and flood detection */
+  /* secrets derived from settings.static_secret (or random): Retry tokens
+   * and stateless-reset tokens stay valid across restarts */
   uint8_t retry_secret[32];
+  uint8_t reset_secret[QM_RESET_SECRET_LEN];
+  uint64_t resets_sent;
+  ev_tstamp reset_window; /* rate limit of stateless resets */
+  unsigned reset_count;
   ev_tstamp window_start;
   unsigned window_new;   /* new sessions in the current second */
   ev_tstamp retry_until; /* auto mode: validate addresses until then */
@@ -55,6 +61,11 @@ struct qm_listener {
 #define QM_FLOOD_PER_SEC 256
 #define QM_RETRY_HOLD 10.0 /* seconds of Retry after a flood */
 #define QM_RETRY_TOKEN_TIMEOUT (10 * NGTCP2_SECONDS)
+/* stateless resets: at most this many a second; none in answer to a packet
+ * too short to be answered by a smaller one (RFC 9000 §10.3.3) */
+#define QM_RESETS_PER_SEC 100
+#define QM_RESET_MIN 21 /* 5 random bytes + the 16-byte token */
+#define QM_RESET_MAX 43
 
 static size_t cid_hash(const uint8_t *cid, size_t len) {
   size_t h = 1469598103934665603ull, i; /* FNV-1a */
@@ -151,6 +162,15 @@ static void sess_on_stream(qm_session *s, qm_stream *st, void *ud) {
     n->l->on_stream(n->l, st, n->l->ud);
 }
 
+/* The n bytes written into the endpoint's slot go out to `to` now. */
+static void send_slot(qm_listener *l, ngtcp2_ssize n, const struct sockaddr *to,
+                      socklen_t tolen) {
+  if (n <= 0)
+    return;
+  qm_endpoint_commit(&l->ep, (size_t)n, to, tolen);
+  qm_endpoint_flush(&l->ep);
+}
+
 static void send_version_negotiation(qm_listener *l,
                                      const ngtcp2_version_cid *vc,
                                      const struct sockaddr *from,
@@ -165,10 +185,7 @@ static void send_version_negotiation(qm_listener *l,
   n = ngtcp2_pkt_write_version_negotiation(
       slot, qm_endpoint_max_quic(&l->ep), unused, vc->scid, vc->scidlen,
       vc->dcid, vc->dcidlen, sv, QM_ARRAY_LEN(sv));
-  if (n > 0) {
-    qm_endpoint_commit(&l->ep, (size_t)n, from, fromlen);
-    qm_endpoint_flush(&l->ep);
-  }
+  send_slot(l, n, from, fromlen);
 }
 
 static int want_retry(qm_listener *l) {
@@ -211,11 +228,42 @@ static void send_retry(qm_listener *l, const ngtcp2_pkt_hd *hd,
                                 &hd->scid, &scid, &hd->dcid, token,
                                 (size_t)tlen);
   if (n > 0) {
-    qm_endpoint_commit(&l->ep, (size_t)n, from, fromlen);
-    qm_endpoint_flush(&l->ep);
+    send_slot(l, n, from, fromlen);
     l->retries_sent++;
     QM_DEBUG("listener", "Retry sent (address validation)");
   }
+}
+
+/* A short-header packet of a session this listener does not know (a
+ * restart lost it, or it timed out): a stateless reset tells the client at
+ * once. Its token is derived from the connection id, as the one the session
+ * announced was; smaller than the packet that triggered it, so two
+ * endpoints cannot answer each other's resets forever; rate-limited. */
+static void send_stateless_reset(qm_listener *l, const ngtcp2_version_cid *vc,
+                                 size_t pktlen, const struct sockaddr *from,
+                                 socklen_t fromlen) {
+  uint8_t token[NGTCP2_STATELESS_RESET_TOKENLEN], rnd[QM_RESET_MAX];
+  size_t size = QM_MIN(pktlen - 1, (size_t)QM_RESET_MAX);
+  ev_tstamp now = ev_now(l->loop);
+  uint8_t *slot;
+
+  if (pktlen <= QM_RESET_MIN || vc->dcidlen == 0)
+    return;
+  if (now - l->reset_window >= 1.0) {
+    l->reset_window = now;
+    l->reset_count = 0;
+  }
+  if (l->reset_count >= QM_RESETS_PER_SEC || !(slot = qm_endpoint_slot(&l->ep)))
+    return;
+  l->reset_count++;
+  qm_session_reset_token(token, l->reset_secret, vc->dcid, vc->dcidlen);
+  qm_random(rnd, size - NGTCP2_STATELESS_RESET_TOKENLEN);
+  send_slot(l,
+            ngtcp2_pkt_write_stateless_reset(
+                slot, qm_endpoint_max_quic(&l->ep), token, rnd,
+                size - NGTCP2_STATELESS_RESET_TOKENLEN),
+            from, fromlen);
+  l->resets_sent++;
 }
 
 static void ep_recv(qm_endpoint *ep, const struct sockaddr *from,
@@ -245,6 +293,11 @@ static void ep_recv(qm_endpoint *ep, const struct sockaddr *from,
     return;
   }
   /* Unknown id: only an Initial may start a session. */
+  if (!(pkt[0] & 0x80)) { /* short header */
+    l->unroutable++;
+    send_stateless_reset(l, &vc, len, from, fromlen);
+    return;
+  }
   if (ngtcp2_accept(&hd, pkt, len) != 0 || hd.type != NGTCP2_PKT_INITIAL) {
     l->unroutable++;
     return;
@@ -274,6 +327,7 @@ static void ep_recv(qm_endpoint *ep, const struct sockaddr *from,
   owner.on_stream = sess_on_stream;
   owner.add_cid = add_cid;
   owner.remove_cid = remove_cid;
+  owner.reset_secret = l->reset_secret;
   owner.ud = n;
   if (qm_session_server_new(&s, &l->io, &l->ep, l->tls, &l->settings, &hd,
                             podcid, from, fromlen, &owner) != 0) {
@@ -300,6 +354,31 @@ static void ep_writable(qm_endpoint *ep, void *ud) {
     qm_session_writable(n->s);
 }
 
+/* The Retry and stateless-reset secrets: HMAC-SHA256 of the static secret
+ * with a label each, or random without one. */
+static int derive_secrets(qm_listener *l, const qm_settings *s) {
+  static const char retry_label[] = "quicmux retry token";
+  static const char reset_label[] = "quicmux stateless reset";
+  if (!s->static_secret) {
+    qm_random(l->retry_secret, sizeof(l->retry_secret));
+    qm_random(l->reset_secret, sizeof(l->reset_secret));
+    return 0;
+  }
+  if (s->static_secret_len < 16) {
+    QM_ERROR("listener", "static secret: want 16 bytes or more, got %zu",
+             s->static_secret_len);
+    return QM_EINVAL;
+  }
+  if (gnutls_hmac_fast(GNUTLS_MAC_SHA256, s->static_secret,
+                       s->static_secret_len, retry_label,
+                       sizeof(retry_label) - 1, l->retry_secret) != 0 ||
+      gnutls_hmac_fast(GNUTLS_MAC_SHA256, s->static_secret,
+                       s->static_secret_len, reset_label,
+                       sizeof(reset_label) - 1, l->reset_secret) != 0)
+    return QM_ETLS;
+  return 0;
+}
+
 static char *dup_or_null(const char *s) {
   return s ? strdup(s) : NULL;
 }
@@ -318,6 +397,7 @@ int qm_listener_new(qm_listener **out, struct ev_loop *loop,
   l->on_stream = on_stream;
   l->ud = ud;
   l->settings = *s;
+  l->settings.static_secret = NULL; /* only derive_secrets reads it */
   l->settings.key = l->key_copy = dup_or_null(s->key);
   l->settings.alpn = l->alpn_copy = dup_or_null(s->alpn);
   if (s->cc && qm_cc_parse(s->cc) != 0) {
@@ -332,7 +412,8 @@ int qm_listener_new(qm_listener **out, struct ev_loop *loop,
     l->settings.max_sessions = QM_MAX_SESSIONS;
   if ((rv = qm_io_init(&l->io, loop)) != 0)
     goto fail;
-  qm_random(l->retry_secret, sizeof(l->retry_secret));
+  if ((rv = derive_secrets(l, s)) != 0)
+    goto fail;
   if ((rv = qm_tls_ctx_new(&l->tls, 1, s, err, sizeof(err))) != 0) {
     QM_ERROR("listener", "%s", err);
     goto fail;
@@ -375,6 +456,7 @@ void qm_listener_free(qm_listener *l) {
   if (l->io.loop)
     qm_io_clear(&l->io);
   qm_wipe(l->retry_secret, sizeof(l->retry_secret));
+  qm_wipe(l->reset_secret, sizeof(l->reset_secret));
   if (l->key_copy)
     qm_wipe(l->key_copy, strlen(l->key_copy));
   free(l->key_copy);
@@ -395,6 +477,7 @@ void qm_listener_get_stats(const qm_listener *l, qm_listener_stats *st) {
   st->retries_sent = l->retries_sent;
   st->bad_tokens = l->bad_tokens;
   st->refused_sessions = l->refused;
+  st->resets_sent = l->resets_sent;
 }
 
 int qm_listener_get_addr(const qm_listener *l, struct sockaddr_storage *ss,

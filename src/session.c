@@ -113,6 +113,16 @@ void qm_session_close(qm_session *s) {
 /* BBR is the default: on long lossy paths (200 ms, 1 % random loss) it
  * fills 80 % of the bottleneck where cubic, which takes random loss for
  * congestion, stays below 5 % (bench/longhaul.py, bench/RESULTS.md). */
+void qm_session_reset_token(uint8_t *token, const uint8_t *secret,
+                            const uint8_t *cid, size_t cidlen) {
+  ngtcp2_cid c;
+  c.datalen = cidlen;
+  memcpy(c.data, cid, cidlen);
+  if (!secret || ngtcp2_crypto_generate_stateless_reset_token(
+                     token, secret, QM_RESET_SECRET_LEN, &c) != 0)
+    qm_random(token, NGTCP2_STATELESS_RESET_TOKENLEN);
+}
+
 static ngtcp2_cc_algo cc_algo(const char *name) {
   if (name && !strcasecmp(name, "reno"))
     return NGTCP2_CC_ALGO_RENO;
@@ -338,7 +348,8 @@ int qm_session_server_new(qm_session **out, qm_io *io, qm_endpoint *ep,
     p.original_dcid_present = 1;
   }
   p.stateless_reset_token_present = 1;
-  qm_random(p.stateless_reset_token, sizeof(p.stateless_reset_token));
+  qm_session_reset_token(p.stateless_reset_token, owner->reset_secret,
+                         scid.data, scid.datalen);
   rv = ngtcp2_conn_server_new(&x->conn, &hd->scid, &scid, &x->ps.path,
                               hd->version, &cb, &st, &p, NULL, x);
   if (rv != 0) {
@@ -379,6 +390,16 @@ void qm_session_recv(qm_session *s, const struct sockaddr *from,
     case NGTCP2_ERR_DRAINING:
       /* the peer closed (CONNECTION_CLOSE or stateless reset) */
       s->last_error = *ngtcp2_conn_get_ccerr(s->conn);
+      if (s->got_reset) {
+        /* The server lost the session (a restart): streams it cannot
+         * have seen go to a new session at once. */
+        QM_INFO("session",
+                "session %llu: stateless reset from the server, which no "
+                "longer knows the session (restarted?)",
+                (unsigned long long)s->id);
+        s->suspect = 1; /* takes no stream from here on */
+        qm_sess_retry_unanswered(s);
+      }
       QM_DEBUG("session", "session %llu: closed by peer (code 0x%llx)",
                (unsigned long long)s->id,
                (unsigned long long)s->last_error.error_code);

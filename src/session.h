@@ -32,8 +32,18 @@ typedef struct qm_session_owner {
   /* Server: connection ids to route to this session. */
   int (*add_cid)(qm_session *s, const uint8_t *cid, size_t len, void *ud);
   void (*remove_cid)(qm_session *s, const uint8_t *cid, size_t len, void *ud);
+  /* Server: the secret (QM_RESET_SECRET_LEN bytes, owned by the owner) the
+   * stateless-reset tokens of every connection id are derived from. */
+  const uint8_t *reset_secret;
   void *ud;
 } qm_session_owner;
+
+#define QM_RESET_SECRET_LEN 32
+
+/* The stateless-reset token of a server connection id: derived from the
+ * secret, so that a restarted server (same secret) can still send it. */
+void qm_session_reset_token(uint8_t *token, const uint8_t *secret,
+                            const uint8_t *cid, size_t cidlen);
 
 /* Client: a new session on a new UDP socket to peer. */
 int qm_session_client_new(qm_session **out, qm_io *io, qm_tls_ctx *tls,

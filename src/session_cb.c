@@ -19,7 +19,11 @@ static int get_new_cid_cb(ngtcp2_conn *conn, ngtcp2_cid *cid, uint8_t *token,
   (void)conn;
   qm_random(cid->data, cidlen);
   cid->datalen = cidlen;
-  qm_random(token, NGTCP2_STATELESS_RESET_TOKENLEN);
+  if (s->server)
+    qm_session_reset_token(token, s->owner.reset_secret, cid->data,
+                           cid->datalen);
+  else
+    qm_random(token, NGTCP2_STATELESS_RESET_TOKENLEN);
   if (s->owner.add_cid &&
       s->owner.add_cid(s, cid->data, cid->datalen, s->owner.ud) != 0)
     return NGTCP2_ERR_CALLBACK_FAILURE;
@@ -31,6 +35,18 @@ static int remove_cid_cb(ngtcp2_conn *conn, const ngtcp2_cid *cid, void *ud) {
   (void)conn;
   if (s->owner.remove_cid)
     s->owner.remove_cid(s, cid->data, cid->datalen, s->owner.ud);
+  return 0;
+}
+
+/* ngtcp2 checked the token: the session ends with NGTCP2_ERR_DRAINING from
+ * ngtcp2_conn_read_pkt (qm_session_recv). */
+static int recv_stateless_reset_cb(ngtcp2_conn *conn,
+                                   const ngtcp2_pkt_stateless_reset *sr,
+                                   void *ud) {
+  qm_session *s = ud;
+  (void)conn;
+  (void)sr;
+  s->got_reset = 1;
   return 0;
 }
 
@@ -221,6 +237,7 @@ void qm_sess_callbacks(ngtcp2_callbacks *cb, int server) {
   cb->get_new_connection_id = get_new_cid_cb;
   cb->remove_connection_id = remove_cid_cb;
   cb->handshake_completed = handshake_completed_cb;
+  cb->recv_stateless_reset = recv_stateless_reset_cb;
   cb->extend_max_local_streams_bidi = extend_max_local_streams_bidi_cb;
   cb->stream_open = stream_open_cb;
   cb->recv_stream_data = recv_stream_data_cb;

@@ -40,7 +40,7 @@ void qm_sess_streams_changed(qm_session *s, size_t before) {
  * acknowledged to another session: on a dead path (e.g. a restarted
  * server) they would otherwise fail; nothing of theirs reached the peer's
  * application. */
-static void retry_unanswered(qm_session *s) {
+void qm_sess_retry_unanswered(qm_session *s) {
   qm_stream *st, *next, *moved = NULL;
 
   if (s->server || !s->owner.on_requeue)
@@ -116,7 +116,7 @@ void qm_sess_check_health(qm_session *s) {
     QM_INFO("session",
             "session %llu: no answer for %.1f s, taking it out of the pool",
             (unsigned long long)s->id, (double)f.silence / 1e9);
-    retry_unanswered(s);
+    qm_sess_retry_unanswered(s);
     break;
   case QM_HEALTH_DEAD:
     QM_INFO("session", "session %llu: path dead, closing",

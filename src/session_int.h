@@ -62,6 +62,7 @@ struct qm_session {
   uint64_t session_idle_ms;
   ev_timer idle_timer; /* client: no stream for session_idle_ms -> close */
   uint64_t rx, tx;     /* datagrams */
+  int got_reset;       /* client: a valid stateless reset arrived */
 };
 
 static inline void qm_sess_schedule(qm_session *s) {
@@ -102,6 +103,8 @@ ngtcp2_conn *qm_sess_get_conn(ngtcp2_crypto_conn_ref *ref);
 /* session_health.c: timers that follow the stream count, dead-path checks,
  * and the probe timeouts in a row (ngtcp2 1.x does not report them). */
 void qm_sess_check_health(qm_session *s);
+/* Move the streams the peer cannot have seen to another session. */
+void qm_sess_retry_unanswered(qm_session *s);
 void qm_sess_health_cb(struct ev_loop *loop, ev_timer *w, int revents);
 void qm_sess_idle_cb(struct ev_loop *loop, ev_timer *w, int revents);
 size_t qm_sess_probe_timeouts(const qm_session *s, const ngtcp2_conn_info *cs,

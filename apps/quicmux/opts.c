@@ -86,6 +86,11 @@ const opt_def opt_table[] = {
   {OPT_RETRY, "retry", NULL, NULL, "retry", T_STR, 0, 0, MODE_SERVER, "MODE",
    "QUIC Retry (client address validation): auto = only during a flood of "
    "new sessions, always, never = as v2ray (default auto)"},
+  {OPT_STATE_DIR, "state-dir", NULL, "stateDir", "stateDir", T_STR, 0, 0,
+   MODE_SERVER | MODE_PLUGIN, "DIR",
+   "server: keep the secret behind stateless resets here, so that clients "
+   "learn of a restart at once (default $STATE_DIRECTORY, else "
+   "/var/lib/quicmux for root, ~/.local/state/quicmux for others)"},
   {OPT_CC, "cc", NULL, NULL, "congestion", T_STR, 0, 0, CSD, "ALGO",
    "congestion control: bbr, cubic, reno (default bbr; bbr2 = bbr)"},
   {OPT_DRAIN, "drain", NULL, NULL, "drain", T_NUM, 0, 600, CS, "SEC",
@@ -389,6 +394,9 @@ int tunnel_cfg_set(tunnel_cfg *c, const opt_def *o, const char *where,
       snprintf(err, errlen, "%s '%s': want auto, always or never", where, v);
       return -1;
     }
+    break;
+  case OPT_STATE_DIR:
+    c->state_dir = v;
     break;
   case OPT_CC:
     if (qm_cc_parse(v) != 0) {

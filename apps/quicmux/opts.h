@@ -50,6 +50,7 @@ typedef enum {
   OPT_MAX_SESSIONS_DEST,
   OPT_MAX_CONNS,
   OPT_RETRY,
+  OPT_STATE_DIR,
   OPT_CC,
   OPT_DRAIN,
   OPT_LOG_LEVEL,
@@ -131,11 +132,12 @@ typedef struct tunnel_cfg {
   const char *listen; /* HOST:PORT */
   const char *remote; /* client: the QUIC server; server: the TCP target */
   qm_settings s;
-  int insecure_set;    /* --insecure / allowInsecure given */
-  int sni_set;         /* --sni given */
-  int ca_set;          /* --ca given */
-  int warn_unverified; /* v2ray's default TLS: the certificate is unchecked */
-  int drain_s;         /* seconds open connections get on SIGTERM */
+  int insecure_set;      /* --insecure / allowInsecure given */
+  int sni_set;           /* --sni given */
+  int ca_set;            /* --ca given */
+  int warn_unverified;   /* v2ray's default TLS: the certificate is unchecked */
+  int drain_s;           /* seconds open connections get on SIGTERM */
+  const char *state_dir; /* server: where the static secret is kept */
   /* after tunnel_cfg_check */
   char listen_host[256], remote_host[256];
   uint16_t listen_port, remote_port;

@@ -2,11 +2,13 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <ev.h>
 
 #include "app.h"
 #include "opts.h"
+#include "state.h"
 #include "tunnel.h"
 
 static tunnel **running;
@@ -107,10 +109,30 @@ static int start_one(struct ev_loop *loop, tunnel_cfg *c, tunnel **out) {
     rv = tunnel_client_new(out, loop, (struct sockaddr *)&c->listen_addr,
                            c->listen_len, c->remote_host, c->remote_port, &c->s,
                            err, sizeof(err));
-  else
+  else {
+    uint8_t secret[STATE_SECRET_LEN];
+    char dir[256];
+    rv = state_secret(c->state_dir, secret, dir, sizeof(dir), err, sizeof(err));
+    if (rv < 0) {
+      app_logm(QM_LOG_ERROR, "quicmux", "%s: %s", tag, err);
+      fprintf(stderr, "quicmux: %s: %s\n", tag, err);
+      return -1;
+    }
+    if (rv == 0) {
+      c->s.static_secret = secret;
+      c->s.static_secret_len = sizeof(secret);
+    } else {
+      app_logm(QM_LOG_WARNING, "quicmux",
+               "%s: %s; clients learn of a restart only by silence (give "
+               "--state-dir)",
+               tag, err);
+    }
     rv = tunnel_server_new(out, loop, (struct sockaddr *)&c->listen_addr,
                            c->listen_len, (struct sockaddr *)&c->remote_addr,
                            c->remote_len, &c->s, err, sizeof(err));
+    c->s.static_secret = NULL; /* the listener derived what it needs */
+    memset(secret, 0, sizeof(secret));
+  }
   if (rv != 0) {
     app_logm(QM_LOG_ERROR, "quicmux", "%s: %s", tag, err);
     fprintf(stderr, "quicmux: %s: %s\n", tag, err);

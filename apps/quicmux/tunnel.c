@@ -446,7 +446,8 @@ void tunnel_describe(const tunnel *t, char *buf, size_t len) {
         "%s: %llu streams (%llu open, %llu failed), %zu sessions "
         "(%llu accepted), %llu bytes up, %llu bytes down, "
         "%llu bad datagrams (%llu undecryptable, %llu unroutable, "
-        "%llu bad tokens), %llu retries sent, %llu sessions refused",
+        "%llu bad tokens), %llu retries sent, %llu sessions refused, "
+        "%llu stateless resets sent",
         tag_of(t), (unsigned long long)t->stats.accepted,
         (unsigned long long)t->stats.active,
         (unsigned long long)t->stats.failed, ls.sessions,
@@ -456,7 +457,8 @@ void tunnel_describe(const tunnel *t, char *buf, size_t len) {
         (unsigned long long)ls.dropped_datagrams,
         (unsigned long long)ls.bad_datagrams, (unsigned long long)ls.unroutable,
         (unsigned long long)ls.bad_tokens, (unsigned long long)ls.retries_sent,
-        (unsigned long long)ls.refused_sessions);
+        (unsigned long long)ls.refused_sessions,
+        (unsigned long long)ls.resets_sent);
   }
 }
 

@@ -144,6 +144,14 @@ typedef struct qm_settings {
   int retry;
   /* congestion control: "bbr" (default), "cubic", "reno" ("bbr2" = "bbr") */
   const char *cc;
+  /* server: a secret (16 bytes or more) from which the stateless-reset
+   * tokens and Retry tokens are derived. Keep it across restarts (the
+   * program keeps it in a file of its state directory): a restarted server
+   * then tells clients of the sessions it lost at once, with a stateless
+   * reset, instead of leaving them to time out. NULL: a random one per
+   * listener. Copied by qm_listener_new. */
+  const uint8_t *static_secret;
+  size_t static_secret_len;
 } qm_settings;
 
 enum { QM_RETRY_AUTO = 0, QM_RETRY_ALWAYS = 1, QM_RETRY_NEVER = 2 };
@@ -271,6 +279,7 @@ typedef struct qm_listener_stats {
   uint64_t retries_sent;     /* Retry packets (address validation) */
   uint64_t bad_tokens;       /* Initials with an invalid Retry token */
   uint64_t refused_sessions; /* over the session cap */
+  uint64_t resets_sent;      /* stateless resets for unknown sessions */
 } qm_listener_stats;
 void qm_listener_get_stats(const qm_listener *l, qm_listener_stats *st);
 void qm_listener_foreach_session(const qm_listener *l,
