@@ -121,9 +121,11 @@ typedef struct qm_settings {
   uint64_t keepalive_ms;         /* client: PING after this much silence on
                                     sessions that carry streams; 0 = off
                                     (default 5000) */
-  size_t stream_buffer;          /* per-stream send buffer and initial receive
-                                    window (default 1 MiB; both grow for fast
-                                    paths and readers, up to conn_window) */
+  size_t stream_buffer;          /* per-stream send buffer (default 1 MiB;
+                                    grows with the congestion window); the
+                                    initial receive windows are 4x (stream)
+                                    and 16x (session), growing for fast
+                                    readers up to conn_window */
   size_t conn_window;            /* largest receive window of a session and of
                                     a stream (default 32 MiB): what one
                                     session may buffer of received data */
