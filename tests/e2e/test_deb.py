@@ -61,6 +61,7 @@ class Ctx:
     version = None
     multiarch = None
     before = None      # {package: version} installed before the test
+    audit = None       # `dpkg --audit` before the test
     installed = False  # we ran apt-get install (purge at the end)
     pulled = []        # packages apt installed for ours (purged with them)
     bins = {}
@@ -69,6 +70,36 @@ class Ctx:
 
 def note(s):
     print("# " + s, flush=True)
+
+
+def run_apt(argv, timeout):
+    """apt-get or dpkg to completion, (rc, output). Never interrupted by us: it runs
+    in its own session (a terminal's Ctrl-C does not reach it), and a SIGTERM or
+    SIGINT that reaches this process meanwhile is held until the command is done
+    (a dpkg stopped half-way leaves packages half-configured). Past the timeout it
+    is killed and reported."""
+    with tempfile.TemporaryFile() as log:
+        p = subprocess.Popen(Ctx.sudo + argv, env=APT_ENV, stdin=subprocess.DEVNULL, stdout=log,
+                             stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        held = None
+        while True:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+                break
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+                log.seek(0)
+                raise Fail("%s: no exit within %ds, killed: %s" % (" ".join(argv), timeout,
+                           log.read().decode(errors="replace")[-800:]))
+            except (SystemExit, KeyboardInterrupt) as e:
+                held = e
+        log.seek(0)
+        out = log.read().decode(errors="replace")
+    if held is not None:
+        raise held
+    return p.returncode, out
 
 
 def upstream_version():
@@ -122,6 +153,7 @@ def preconditions():
         raise Skip("already installed, not touching them: %s" %
                    ", ".join("%s %s" % kv for kv in sorted(ours.items())))
     Ctx.before = before
+    Ctx.audit = run(["dpkg", "--audit"], timeout=60)[1].strip()
     rc, out = run(["dpkg-architecture", "-qDEB_HOST_MULTIARCH"], timeout=30)
     if rc != 0:
         rc, out = run(["gcc", "-print-multiarch"], timeout=30)
@@ -220,10 +252,10 @@ def case_contents():
 
 def case_install():
     check(Ctx.debs, "no packages")
-    argv = Ctx.sudo + ["apt-get", "install"] + APT_OPTS + [Ctx.debs[p] for p in PACKAGES]
+    argv = ["apt-get", "install"] + APT_OPTS + [Ctx.debs[p] for p in PACKAGES]
     Ctx.installed = True  # from here on, the purge runs whatever happens
     t0 = time.monotonic()
-    rc, out = run(argv, timeout=600, env=APT_ENV)
+    rc, out = run_apt(argv, timeout=600)
     check(rc == 0, "apt-get install exited %s: %s" % (rc, out.strip()[-1500:]))
     for p in PACKAGES:
         check(status_of(p) == "installed", "%s is %s after apt-get install" % (p, status_of(p)))
@@ -329,9 +361,9 @@ def purge():
     names = [p for p in PACKAGES + Ctx.pulled if status_of(p) != "not-installed"]
     if not names:
         return ""
-    rc, out = run(Ctx.sudo + ["apt-get", "purge"] + APT_OPTS + names, timeout=600, env=APT_ENV)
+    rc, out = run_apt(["apt-get", "purge"] + APT_OPTS + names, timeout=600)
     if rc != 0:
-        rc2, out2 = run(Ctx.sudo + ["dpkg", "--purge"] + names, timeout=300)
+        rc2, out2 = run_apt(["dpkg", "--purge"] + names, timeout=300)
         out += "\n(dpkg --purge fallback, exit %s)\n%s" % (rc2, out2)
     return out
 
@@ -358,7 +390,9 @@ def case_purge():
     after = installed_packages()
     changed = sorted(set(after) ^ set(Ctx.before))
     check(not changed, "installed packages differ from before the test: %s" % ", ".join(changed))
-    note("purge took %.1f s; installed packages are as before" % (time.monotonic() - t0))
+    audit = run(["dpkg", "--audit"], timeout=60)[1].strip()
+    check(audit == Ctx.audit, "dpkg --audit now reports: %s" % audit[-800:])
+    note("purge took %.1f s; installed packages are as before, dpkg --audit as before" % (time.monotonic() - t0))
 
 
 CASES = [
