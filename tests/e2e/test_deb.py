@@ -358,6 +358,9 @@ def make_echo(flavour, host, extra=()):
 def purge():
     """apt-get purge our packages and what apt pulled in for them; dpkg --purge as
     a fallback. Returns the output."""
+    if Ctx.before is not None:
+        # also after a failed install: whatever apt installed since the test began
+        Ctx.pulled = sorted(set(installed_packages()) - set(Ctx.before) - set(PACKAGES))
     names = [p for p in PACKAGES + Ctx.pulled if status_of(p) != "not-installed"]
     if not names:
         return ""
