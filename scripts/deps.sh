@@ -5,6 +5,8 @@
 #   scripts/deps.sh --bench  plus what bench/longhaul.py needs: the --test set (v2ray,
 #                            iperf3, iproute2) and Debian's matplotlib for the plots
 #                            (it goes to /usr/bin/python3, which the benchmark calls)
+#   scripts/deps.sh --deb    plus the Debian packaging tools scripts/build-deb.sh uses
+#                            (dpkg-dev, debhelper, lintian, build-essential)
 set -euo pipefail
 
 pkgs=(gcc make cmake pkg-config libngtcp2-dev libngtcp2-crypto-gnutls-dev
@@ -16,6 +18,10 @@ if [[ "${1:-}" == "--test" || "${1:-}" == "--bench" ]]; then
 fi
 if [[ "${1:-}" == "--bench" ]]; then
   pkgs+=(python3-matplotlib)
+fi
+if [[ "${1:-}" == "--deb" ]]; then
+  # Rules-Requires-Root: no, so no fakeroot; no devscripts (debuild is not used).
+  pkgs+=(build-essential dpkg-dev debhelper lintian)
 fi
 
 # libngtcp2 >= 1.11 (SPEC §14): Debian 13 ships it; on Debian 12 it comes from
