@@ -102,12 +102,11 @@ void qm_session_stream_wants_write(qm_session *s, qm_stream *st) {
 }
 
 void qm_session_stream_consumed(qm_session *s, qm_stream *st, size_t n) {
-  if (n && s->conn && st->id >= 0 && !st->wire_closed) {
-    ngtcp2_conn_extend_max_stream_offset(s->conn, st->id, n);
+  if (n && s->conn && st->id >= 0) {
+    if (!st->wire_closed)
+      ngtcp2_conn_extend_max_stream_offset(s->conn, st->id, n);
     ngtcp2_conn_extend_max_offset(s->conn, n);
   }
-  if (n && s->conn && st->id >= 0 && st->wire_closed)
-    ngtcp2_conn_extend_max_offset(s->conn, n);
   if (st->fin_rcvd && st->r_buffered == 0 && !st->fin_delivered) {
     st->fin_delivered = 1;
     if (st->cbs.on_recv_fin)
