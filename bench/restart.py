@@ -43,26 +43,7 @@ SEC, KEY = "aes-128-gcm", "restart-bench"
 
 
 def echo_once(addr, seed, timeout):
-    data = bytes((seed * 31 + i) & 0xFF for i in range(1024))
-    t0 = time.monotonic()
-    try:
-        s = socket.create_connection(addr, timeout=timeout)
-    except OSError as e:
-        return False, "connect: %s" % e.__class__.__name__
-    try:
-        s.settimeout(timeout)
-        s.sendall(data)
-        got = b""
-        while len(got) < len(data) and time.monotonic() - t0 < timeout:
-            d = s.recv(65536)
-            if not d:
-                return False, "EOF after %d bytes" % len(got)
-            got += d
-        return (got == data), ("ok" if got == data else "short/different")
-    except OSError as e:
-        return False, e.__class__.__name__
-    finally:
-        s.close()
+    return qm.echo_once(addr, qm.seeded_bytes(seed, 1024), timeout)
 
 
 def start_server(c, kind, port, target, state_dir, name):

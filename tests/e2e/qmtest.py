@@ -852,6 +852,32 @@ def probe_no_data(addr, payload=b"hello, is anybody there?" * 40, wait=10.0, con
     return got, outcome, time.monotonic() - t0
 
 
+def echo_once(addr, data, timeout=10.0):
+    """One connection to an echo tunnel: send data, read it back byte-exact.
+    Returns (ok, why)."""
+    t0 = time.monotonic()
+    try:
+        s = socket.create_connection(addr, timeout=timeout)
+    except OSError as e:
+        return False, "connect: %s" % e.__class__.__name__
+    try:
+        s.settimeout(timeout)
+        s.sendall(data)
+        got = b""
+        while len(got) < len(data) and time.monotonic() - t0 < timeout:
+            d = s.recv(65536)
+            if not d:
+                break
+            got += d
+        if got == data:
+            return True, "ok"
+        return False, "got %d of %d bytes%s" % (len(got), len(data), ", differs" if len(got) == len(data) else "")
+    except OSError as e:
+        return False, e.__class__.__name__
+    finally:
+        s.close()
+
+
 def open_held(addr, n, payload_len=16, timeout=10.0, seed=99):
     """Open n TCP connections one after another; on each send a few bytes and wait for
     their echo.  Returns the list of open sockets (the caller closes them).  Raises

@@ -26,7 +26,6 @@ How fast (median of repeated restarts, against v2ray too): bench/restart.py.
 import os
 import random
 import signal
-import socket
 import sys
 import threading
 import time
@@ -40,25 +39,7 @@ SEC, KEY = "aes-128-gcm", "reset-test-key"
 
 
 def echo_ok(addr, seed, timeout=10.0):
-    data = qm.seeded_bytes(seed, 4096)
-    try:
-        s = socket.create_connection(addr, timeout=timeout)
-    except OSError as e:
-        return False, "connect: %r" % e
-    try:
-        s.settimeout(timeout)
-        s.sendall(data)
-        got = b""
-        while len(got) < len(data):
-            d = s.recv(65536)
-            if not d:
-                break
-            got += d
-        return got == data, "got %d of %d bytes%s" % (len(got), len(data), "" if got == data else ", differs")
-    except OSError as e:
-        return False, repr(e)
-    finally:
-        s.close()
+    return qm.echo_once(addr, qm.seeded_bytes(seed, 4096), timeout)
 
 
 def server_stats(proc):
