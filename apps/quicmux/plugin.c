@@ -490,8 +490,9 @@ int app_plugin_main(int argc, char **argv) {
   metrics.public_ok = po.metrics_public.v && strcmp(po.metrics_public.v, "0") &&
                       strcasecmp(po.metrics_public.v, "false");
   if (app_metrics_check(&metrics, po.metrics.where,
-                        po.metrics_public.v ? po.metrics_public.where
-                                            : "metricsPublic",
+                        po.metrics.where[0] == '-'
+                            ? "-metricsPublic"
+                            : "plugin option 'metricsPublic'",
                         err, sizeof(err)) != 0) {
     perr("%s", err);
     rv = EXIT_USAGE;
