@@ -27,7 +27,8 @@ static int cmp_names(const void *a, const void *b) {
   return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* Names start with the time, so name order is age order. */
+/* Leave the newest keep files of ours in dir. Names start with the time,
+ * so name order is age order. */
 static void prune(const char *dir, uint32_t keep) {
   DIR *d = opendir(dir);
   struct dirent *e;
@@ -49,9 +50,9 @@ static void prune(const char *dir, uint32_t keep) {
     n++;
   }
   closedir(d);
-  if (n >= keep) {
+  if (n > keep) {
     qsort(names, n, sizeof(*names), cmp_names);
-    for (i = 0; i + keep <= n; i++) {
+    for (i = 0; i < n - keep; i++) {
       snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
       unlink(path);
     }

@@ -526,13 +526,14 @@ static int check_qlog_dir(const tunnel_cfg *c, char *err, size_t errlen) {
   char nb[160];
   struct stat sb;
   const char *name = tunnel_cfg_name(c, OPT_QLOG_DIR, nb, sizeof(nb));
-  if (stat(c->s.qlog_dir, &sb) != 0 || access(c->s.qlog_dir, W_OK | X_OK)) {
-    snprintf(err, errlen, "%s '%s': %s (want an existing, writable directory)",
-             name, c->s.qlog_dir, strerror(errno));
+  int ok = stat(c->s.qlog_dir, &sb) == 0;
+  if (ok && !S_ISDIR(sb.st_mode)) {
+    snprintf(err, errlen, "%s '%s': not a directory", name, c->s.qlog_dir);
     return -1;
   }
-  if (!S_ISDIR(sb.st_mode)) {
-    snprintf(err, errlen, "%s '%s': not a directory", name, c->s.qlog_dir);
+  if (!ok || access(c->s.qlog_dir, W_OK | X_OK) != 0) {
+    snprintf(err, errlen, "%s '%s': %s (want an existing, writable directory)",
+             name, c->s.qlog_dir, strerror(errno));
     return -1;
   }
   return 0;
