@@ -118,9 +118,10 @@ def metrics_tunnel(c, security="aes-128-gcm", key="metrics-key", extra_client=()
 
 
 def metrics_conns(pid, port):
-    """TCP connections (not the listener) of pid on local port `port`."""
+    """TCP connections (not the listener) of pid on local port `port`: distinct inodes,
+    as /proc/net/tcp read while connections come and go can list one twice."""
     inodes = qm.socket_inodes(pid)
-    return sum(1 for p, st, ino in qm.tcp_rows(pid) if p == port and st != "0A" and ino in inodes)
+    return len({ino for p, st, ino in qm.tcp_rows(pid) if p == port and st != "0A" and ino in inodes})
 
 
 # ---------------------------------------------------------------- cases
