@@ -56,6 +56,14 @@ const char *qm_strerror(int err) {
   }
 }
 
+static const char *const close_causes[QM_CLOSE__COUNT] = {
+    "closed",  "idle_timeout", "handshake_timeout", "path_dead",
+    "refused", "tls",          "protocol"};
+
+const char *qm_close_cause_name(int cause) {
+  return cause >= 0 && cause < QM_CLOSE__COUNT ? close_causes[cause] : NULL;
+}
+
 /* ---- logging ---- */
 
 qm_log_level qm__log_min = QM_LOG_WARNING;

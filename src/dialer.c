@@ -28,7 +28,7 @@ struct qm_dialer {
   struct ev_loop *loop;
   qm_io io;
   qm_settings settings;
-  char *key_copy, *sni_copy, *ca_copy, *alpn_copy;
+  char *key_copy, *sni_copy, *ca_copy, *alpn_copy, *qlog_copy;
   qm_tls_ctx *tls;
   qm_pool *pool;
   qm_resolver *resolver;
@@ -36,6 +36,7 @@ struct qm_dialer {
   qm_task fail_task;
   ev_timer cleanup;
   uint64_t dropped_dead; /* datagrams dropped by sessions already freed */
+  qm_totals totals;      /* sessions started; counts of sessions freed */
   size_t resolving;      /* streams waiting for a name */
 };
 
@@ -57,8 +58,9 @@ static int op_can_take(void *p, void *ud) {
 static void op_destroy(void *p, void *ud) {
   sess_ref *r = p;
   qm_dialer *d = ud;
-  d->dropped_dead += qm_session_dropped(r->s);
   qm_session_close(r->s);
+  d->dropped_dead += qm_session_dropped(r->s);
+  qm_session_add_totals(r->s, &d->totals, 1);
   qm_session_free(r->s);
   free(r);
 }
@@ -126,6 +128,7 @@ static int place_stream(qm_dialer *d, qm_stream *st) {
       free(r);
       return rv;
     }
+    d->totals.sessions_opened++;
     if ((rv = qm_pool_add(d->pool, key, r)) != 0) {
       qm_session_free(r->s);
       free(r);
@@ -168,6 +171,7 @@ static void sess_on_dead(qm_session *s, void *ud) {
   (void)s;
   if (qm_pool_remove(d->pool, r) == 0) {
     d->dropped_dead += qm_session_dropped(r->s);
+    qm_session_add_totals(r->s, &d->totals, 1);
     qm_session_free(r->s);
     free(r);
   }
@@ -219,6 +223,7 @@ int qm_dialer_new(qm_dialer **out, struct ev_loop *loop, const qm_settings *s) {
   d->settings.server_name = d->sni_copy = dup_or_null(s->server_name);
   d->settings.ca_file = d->ca_copy = dup_or_null(s->ca_file);
   d->settings.alpn = d->alpn_copy = dup_or_null(s->alpn);
+  d->settings.qlog_dir = d->qlog_copy = dup_or_null(s->qlog_dir);
   if (s->cc && qm_cc_parse(s->cc) != 0) {
     QM_ERROR("dialer", "cc '%s': want bbr, cubic or reno", s->cc);
     rv = QM_EINVAL;
@@ -276,6 +281,7 @@ void qm_dialer_free(qm_dialer *d) {
   free(d->sni_copy);
   free(d->ca_copy);
   free(d->alpn_copy);
+  free(d->qlog_copy);
   free(d);
 }
 
@@ -347,11 +353,13 @@ static void count_one(void *p, void *arg) {
     st->handshaking++;
   st->streams += qm_session_stream_count(r->s);
   st->dropped_datagrams += qm_session_dropped(r->s);
+  qm_session_add_totals(r->s, &st->totals, 0);
 }
 
 void qm_dialer_get_stats(const qm_dialer *d, qm_dialer_stats *st) {
   memset(st, 0, sizeof(*st));
   st->dropped_datagrams = d->dropped_dead;
+  st->totals = d->totals;
   qm_pool_foreach(d->pool, count_one, st);
 }
 

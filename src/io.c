@@ -84,8 +84,10 @@ static void ep_deliver(qm_endpoint *ep, struct sockaddr *from,
   uint8_t *quic;
   ssize_t qlen;
   ep->rx_datagrams++;
+  ep->rx_bytes += len;
   if (len > QM_RX_BUF) { /* larger than any peer may send (SPEC §3.4) */
     ep->rx_dropped++;
+    ep->rx_oversize++;
     return;
   }
   qlen = qm_codec_open(&ep->codec, buf, len, &quic);
@@ -131,7 +133,9 @@ static void ep_read_cb(struct ev_loop *loop, ev_io *w, int revents) {
       size_t len = io->rx_msgs[i].msg_len, seg = gro_size(h), off;
       if (h->msg_flags & MSG_TRUNC) {
         ep->rx_datagrams++;
+        ep->rx_bytes += len;
         ep->rx_dropped++;
+        ep->rx_oversize++;
         continue;
       }
       if (!seg)
@@ -326,10 +330,27 @@ int qm_endpoint_flush(qm_endpoint *ep) {
       return QM_EAGAIN;
     }
     for (j = 0; j < (unsigned)r; j++) {
+      unsigned k;
+      for (k = 0; k < ep->gso_count[j]; k++)
+        ep->tx_bytes += ep->tx_iov[ep->tx_sent + k].iov_len;
       ep->tx_sent += ep->gso_count[j];
       ep->tx_datagrams += ep->gso_count[j];
     }
   }
   ep->tx_n = ep->tx_sent = 0;
   return 0;
+}
+
+void qm_endpoint_add_totals(const qm_endpoint *ep, qm_totals *t) {
+  uint64_t known =
+      ep->codec.dropped_short + ep->codec.dropped_auth + ep->rx_oversize;
+  t->datagrams_rx += ep->rx_datagrams;
+  t->datagrams_tx += ep->tx_datagrams;
+  t->bytes_rx += ep->rx_bytes;
+  t->bytes_tx += ep->tx_bytes;
+  t->bad_short += ep->codec.dropped_short;
+  t->bad_auth += ep->codec.dropped_auth;
+  t->bad_oversize += ep->rx_oversize;
+  /* the rest of the drops: empty after unwrapping, or no QUIC header */
+  t->bad_malformed += ep->rx_dropped > known ? ep->rx_dropped - known : 0;
 }

@@ -89,6 +89,8 @@ struct qm_endpoint {
     struct cmsghdr align;
   } gso_ctrl[QM_BATCH];
   uint64_t rx_datagrams, tx_datagrams, rx_dropped;
+  uint64_t rx_bytes, tx_bytes; /* UDP payload, wrapped */
+  uint64_t rx_oversize;        /* of rx_dropped: too large or truncated */
 };
 
 /* Open the socket (see qm_udp_open) and start reading. */
@@ -99,6 +101,8 @@ int qm_endpoint_open(qm_endpoint *ep, qm_io *io, int family,
                      qm_endpoint_writable_fn on_writable, void *ud, char *err,
                      size_t errlen);
 void qm_endpoint_close(qm_endpoint *ep);
+/* Add the endpoint's datagram, byte and bad-datagram counts to t. */
+void qm_endpoint_add_totals(const qm_endpoint *ep, qm_totals *t);
 
 /* Largest QUIC datagram a slot can take (before wrapping). */
 size_t qm_endpoint_max_quic(const qm_endpoint *ep);

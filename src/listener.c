@@ -35,7 +35,7 @@ struct qm_listener {
   qm_io io;
   qm_endpoint ep;
   qm_settings settings;
-  char *key_copy, *alpn_copy;
+  char *key_copy, *alpn_copy, *qlog_copy;
   qm_tls_ctx *tls;
   qm_accept_fn on_stream;
   void *ud;
@@ -45,6 +45,7 @@ struct qm_listener {
   uint64_t accepted;
   uint64_t unroutable;
   uint64_t retries_sent, bad_tokens, refused;
+  qm_totals gone; /* counts of the sessions already freed */
   /* secrets derived from settings.static_secret (or random): Retry tokens
    * and stateless-reset tokens stay valid across restarts */
   uint8_t retry_secret[32];
@@ -151,6 +152,7 @@ static void sess_on_dead(qm_session *s, void *ud) {
            (unsigned long long)qm_session_id(s));
   remove_all_cids(l, s);
   node_unlink(l, n);
+  qm_session_add_totals(s, &l->gone, 1);
   qm_session_free(s);
   free(n);
 }
@@ -400,6 +402,7 @@ int qm_listener_new(qm_listener **out, struct ev_loop *loop,
   l->settings.static_secret = NULL; /* only derive_secrets reads it */
   l->settings.key = l->key_copy = dup_or_null(s->key);
   l->settings.alpn = l->alpn_copy = dup_or_null(s->alpn);
+  l->settings.qlog_dir = l->qlog_copy = dup_or_null(s->qlog_dir);
   if (s->cc && qm_cc_parse(s->cc) != 0) {
     QM_ERROR("listener", "cc '%s': want bbr, cubic or reno", s->cc);
     rv = QM_EINVAL;
@@ -461,6 +464,7 @@ void qm_listener_free(qm_listener *l) {
     qm_wipe(l->key_copy, strlen(l->key_copy));
   free(l->key_copy);
   free(l->alpn_copy);
+  free(l->qlog_copy);
   free(l);
 }
 
@@ -468,8 +472,13 @@ void qm_listener_get_stats(const qm_listener *l, qm_listener_stats *st) {
   sess_node *n;
   memset(st, 0, sizeof(*st));
   st->sessions = l->nsessions;
-  for (n = l->sessions; n; n = n->next)
+  st->totals = l->gone;
+  for (n = l->sessions; n; n = n->next) {
     st->streams += qm_session_stream_count(n->s);
+    qm_session_add_totals(n->s, &st->totals, 0);
+  }
+  qm_endpoint_add_totals(&l->ep, &st->totals);
+  st->totals.sessions_opened = l->accepted;
   st->dropped_datagrams = l->ep.rx_dropped + l->unroutable + l->bad_tokens;
   st->accepted_sessions = l->accepted;
   st->bad_datagrams = l->ep.rx_dropped;

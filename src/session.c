@@ -7,6 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "qlog.h"
 #include "session_int.h"
 
 uint64_t qm_session_id(const qm_session *s) {
@@ -28,6 +29,17 @@ uint64_t qm_session_dropped(const qm_session *s) {
   return s->server ? 0 : s->own_ep.rx_dropped;
 }
 
+void qm_session_add_totals(const qm_session *s, qm_totals *t, int gone) {
+  t->streams_opened += s->streams_opened;
+  t->streams_closed += s->streams_closed;
+  t->streams_reset += s->streams_reset;
+  if (!s->server)
+    qm_endpoint_add_totals(&s->own_ep, t);
+  if (gone)
+    t->sessions_closed[s->state == QM_SESS_DEAD ? s->close_cause
+                                                : QM_CLOSE_CLEAN]++;
+}
+
 int qm_session_can_take(const qm_session *s) {
   return qm_policy_can_take(qm_sess_policy_state(s), s->suspect, s->npending,
                             s->state == QM_SESS_ESTABLISHED
@@ -37,11 +49,30 @@ int qm_session_can_take(const qm_session *s) {
 
 /* ---- going dead ---- */
 
+/* Why a session ended, for the metrics (qm_totals.sessions_closed). */
+static int close_cause(const qm_session *s, int err) {
+  switch (err) {
+  case QM_ECLOSED:
+    return QM_CLOSE_CLEAN;
+  case QM_ETIMEDOUT:
+    return s->path_dead                      ? QM_CLOSE_PATH_DEAD
+           : s->state == QM_SESS_HANDSHAKING ? QM_CLOSE_HANDSHAKE_TIMEOUT
+                                             : QM_CLOSE_IDLE_TIMEOUT;
+  case QM_EREFUSED:
+    return QM_CLOSE_REFUSED;
+  case QM_ETLS:
+    return QM_CLOSE_TLS;
+  default:
+    return QM_CLOSE_PROTOCOL;
+  }
+}
+
 void qm_sess_set_dead(qm_session *s, int err) {
   if (s->state == QM_SESS_DEAD)
     return;
   if (!s->close_err)
     s->close_err = err;
+  s->close_cause = close_cause(s, s->close_err);
   if (s->state == QM_SESS_HANDSHAKING)
     s->died_handshaking = 1;
   s->state = QM_SESS_DEAD;
@@ -214,6 +245,31 @@ static void fill_settings(ngtcp2_settings *st, ngtcp2_transport_params *p,
   p->disable_active_migration = 1;
 }
 
+/* ngtcp2 calls this with the connection's user data, the session. */
+static void qlog_write_cb(void *ud, uint32_t flags, const void *data,
+                          size_t len) {
+  qm_session *s = ud;
+  if (s->qlog)
+    qm_qlog_write(s->qlog, &s->qlog_bytes, flags, data, len);
+}
+
+/* With qlog_dir set, the session's qlog file opens before its ngtcp2
+ * connection, which writes the qlog header when it is made. */
+static void qlog_start(qm_session *x, ngtcp2_settings *st, const qm_settings *s,
+                       const ngtcp2_cid *odcid) {
+  if (!s->qlog_dir)
+    return;
+  x->qlog = qm_qlog_open(s->qlog_dir, s->qlog_max_files, x->server, odcid);
+  if (x->qlog)
+    st->qlog_write = qlog_write_cb;
+}
+
+static void qlog_close(qm_session *s) {
+  if (s->qlog)
+    fclose(s->qlog);
+  s->qlog = NULL;
+}
+
 void qm__session_settings(ngtcp2_settings *st, ngtcp2_transport_params *p,
                           const qm_settings *s, const qm_endpoint *ep,
                           int server) {
@@ -306,6 +362,7 @@ int qm_session_client_new(qm_session **out, qm_io *io, qm_tls_ctx *tls,
                            x->ep->locallen, peer, peerlen, NULL);
   qm_sess_callbacks(&cb, 0);
   fill_settings(&st, &p, s, x->ep, 0);
+  qlog_start(x, &st, s, &dcid);
   rv = ngtcp2_conn_client_new(&x->conn, &dcid, &scid, &x->ps.path,
                               NGTCP2_PROTO_VER_V1, &cb, &st, &p, NULL, x);
   if (rv != 0) {
@@ -363,14 +420,17 @@ int qm_session_server_new(qm_session **out, qm_io *io, qm_endpoint *ep,
   p.stateless_reset_token_present = 1;
   qm_session_reset_token(p.stateless_reset_token, owner->reset_secret,
                          scid.data, scid.datalen);
+  qlog_start(x, &st, s, &p.original_dcid);
   rv = ngtcp2_conn_server_new(&x->conn, &hd->scid, &scid, &x->ps.path,
                               hd->version, &cb, &st, &p, NULL, x);
   if (rv != 0) {
+    qlog_close(x);
     free(x);
     return QM_EQUIC;
   }
   if (qm_tls_session_new(tls, &x->tls_sess, &x->conn_ref) != 0) {
     ngtcp2_conn_del(x->conn);
+    qlog_close(x);
     free(x);
     return QM_ETLS;
   }
@@ -464,7 +524,7 @@ void qm_session_free(qm_session *s) {
   while ((st = s->streams)) {
     qm_sess_unlink_stream(s, st);
     st->sess = NULL;
-    qm_sess_deliver_close(st, qm_sess_end_error(s, st, QM_ECLOSED));
+    qm_sess_deliver_close(s, st, qm_sess_end_error(s, st, QM_ECLOSED));
     qm_stream_destroy(st);
   }
   if (s->conn) {
@@ -479,6 +539,7 @@ void qm_session_free(qm_session *s) {
     }
     ngtcp2_conn_del(s->conn);
   }
+  qlog_close(s);
   if (s->tls_sess)
     gnutls_deinit(s->tls_sess);
   if (!s->server)

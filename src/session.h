@@ -80,6 +80,9 @@ void qm_session_close(qm_session *s);
 void qm_session_free(qm_session *s);
 /* Datagrams dropped by this session's own endpoint (client). */
 uint64_t qm_session_dropped(const qm_session *s);
+/* Add the session's counts to t: its streams and (client) its own UDP
+ * endpoint; gone: the owner is about to free it, so count how it ended. */
+void qm_session_add_totals(const qm_session *s, qm_totals *t, int gone);
 
 void qm_session_get_info(const qm_session *s, qm_session_info *in);
 

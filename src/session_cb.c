@@ -83,6 +83,7 @@ static int stream_open_cb(ngtcp2_conn *conn, int64_t stream_id, void *ud) {
     return NGTCP2_ERR_CALLBACK_FAILURE;
   st->id = stream_id;
   st->opened = 1;
+  s->streams_opened++;
   qm_sess_link_stream(s, st);
   ngtcp2_conn_set_stream_user_data(conn, stream_id, st);
   if (s->owner.on_stream)

@@ -121,6 +121,7 @@ void qm_sess_check_health(qm_session *s) {
   case QM_HEALTH_DEAD:
     QM_INFO("session", "session %llu: path dead, closing",
             (unsigned long long)s->id);
+    s->path_dead = 1;
     qm_sess_set_dead(s, QM_ETIMEDOUT);
     break;
   case QM_HEALTH_RECOVER:

@@ -10,6 +10,8 @@
 #ifndef QM_SESSION_INT_H
 #define QM_SESSION_INT_H
 
+#include <stdio.h>
+
 #include <ngtcp2/ngtcp2_crypto.h>
 
 #include "internal.h"
@@ -63,6 +65,13 @@ struct qm_session {
   ev_timer idle_timer; /* client: no stream for session_idle_ms -> close */
   uint64_t rx, tx;     /* datagrams */
   int got_reset;       /* client: a valid stateless reset arrived */
+  /* for qm_totals (the owner adds them up) */
+  uint64_t streams_opened, streams_closed, streams_reset;
+  int close_cause; /* QM_CLOSE_*, set when the session goes dead */
+  int path_dead;   /* session_health: the dead path ended it */
+  /* qlog: the session's file (settings qlog_dir), NULL when off */
+  FILE *qlog;
+  uint64_t qlog_bytes;
 };
 
 static inline void qm_sess_schedule(qm_session *s) {
@@ -83,7 +92,7 @@ void qm_sess_set_dead(qm_session *s, int err);
 /* session_tx.c: the stream list, the write queue and the event list; the
  * send path (qm_sess_write) and the ngtcp2 timer; the deferred task; the
  * streams still waiting for an id (client); how a stream ends. */
-void qm_sess_deliver_close(qm_stream *st, int err);
+void qm_sess_deliver_close(qm_session *s, qm_stream *st, int err);
 int qm_sess_end_error(const qm_session *s, const qm_stream *st, int err);
 void qm_sess_ev_remove(qm_session *s, qm_stream *st);
 void qm_sess_link_stream(qm_session *s, qm_stream *st);

@@ -291,10 +291,15 @@ void qm_session_writable(qm_session *s) {
 
 /* ---- the deferred task: app callbacks, resets, writes, death ---- */
 
-void qm_sess_deliver_close(qm_stream *st, int err) {
+void qm_sess_deliver_close(qm_session *s, qm_stream *st, int err) {
   if (st->closed)
     return;
   st->closed = 1;
+  if (st->opened) { /* streams that never got an id are the dialer's */
+    s->streams_closed++;
+    if (err == QM_ERESET)
+      s->streams_reset++;
+  }
   if (st->cbs.on_close)
     st->cbs.on_close(st, err, st->ud);
 }
@@ -329,14 +334,14 @@ static void session_finish(qm_session *s) {
       s->owner.on_requeue(s, st, 1, s->owner.ud);
       continue;
     }
-    qm_sess_deliver_close(st, err);
+    qm_sess_deliver_close(s, st, err);
     qm_stream_destroy(st);
   }
   s->pending_tail = NULL;
   while ((st = s->streams)) {
     qm_sess_unlink_stream(s, st);
     st->sess = NULL;
-    qm_sess_deliver_close(st, qm_sess_end_error(s, st, err));
+    qm_sess_deliver_close(s, st, qm_sess_end_error(s, st, err));
     qm_stream_destroy(st);
   }
   s->ev_head = NULL;
@@ -389,7 +394,7 @@ void qm_sess_task_run(qm_task *t) {
       qm_sess_ev_remove(s,
                         st); /* events it re-queued while handling this batch */
       qm_sess_unlink_stream(s, st);
-      qm_sess_deliver_close(st, st->close_err);
+      qm_sess_deliver_close(s, st, st->close_err);
       st->sess = NULL;
       qm_stream_destroy(st);
     }
@@ -414,6 +419,7 @@ static int try_open(qm_session *s, qm_stream *st) {
   st->id = id;
   st->opened = 1;
   st->open_ts = qm_now_ns();
+  s->streams_opened++;
   /* Send a STREAM frame at once, even an empty one, so the server learns of
    * the stream and connects its target: protocols where the server speaks
    * first (SMTP, SSH banners, MySQL) need it. */

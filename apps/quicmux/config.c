@@ -745,7 +745,8 @@ static int parse_tunnel(cfgctx *x, json_t *t, size_t idx, tunnel_cfg *c) {
                   "unknown key (allowed here: role, tag, listen, server, "
                   "target, streamSettings, maxStreams, idleTimeout, "
                   "keepAlive, sessionIdle, maxSessions, maxSessionsPerServer, "
-                  "maxConnections, retry, congestion, drain)");
+                  "maxConnections, retry, congestion, drain, qlogDir, "
+                  "qlogMaxFiles)");
     if (json_is_null(v))
       continue;
     if (!(o->modes & r))
@@ -786,6 +787,8 @@ typedef struct app_config {
   size_t n;
   const char *level; /* NULL = default */
   char *log_file;
+  char *metrics_listen; /* metrics.listen */
+  int metrics_public;   /* metrics.public */
 } app_config;
 
 /* Blank out comments as v2ray's JSON reader skips them: // and # to the end
@@ -819,7 +822,9 @@ static void strip_comments(char *s, size_t n) {
 }
 
 static int load(cfgctx *x, const char *file, app_config *cfg) {
-  static const char *const top[] = {"log", "transport", "tunnels", NULL};
+  static const char *const top[] = {"log", "transport", "tunnels", "metrics",
+                                    NULL};
+  static const char *const mk[] = {"listen", "public", NULL};
   static const char *const logk[] = {"level", "loglevel", "file", NULL};
   static const char *const tk[] = {
       "quicSettings", "tcpSettings", "kcpSettings", "wsSettings",
@@ -827,7 +832,7 @@ static int load(cfgctx *x, const char *file, app_config *cfg) {
   char *text;
   size_t len, i;
   json_error_t je;
-  json_t *root, *log, *tr, *tun, *e;
+  json_t *root, *log, *tr, *tun, *e, *met;
   const char *lvl = NULL, *lvl2 = NULL, *lf = NULL;
   qm_log_level dummy;
   int rv = -1;
@@ -869,6 +874,23 @@ static int load(cfgctx *x, const char *file, app_config *cfg) {
     if (lf && *lf)
       cfg->log_file = strdup(lf);
   }
+  if (jobj(x, root, "metrics", "", &met) != 0)
+    goto out;
+  if (met) {
+    const char *ml = NULL;
+    if (check_keys(x, met, "metrics", mk) != 0 ||
+        jstr(x, met, "listen", "metrics", &ml) != 0 ||
+        jbool(x, met, "public", "metrics", &cfg->metrics_public) != 0)
+      goto out;
+    if (!ml) {
+      fail(x, "metrics.listen", "missing: want \"HOST:PORT\"");
+      goto out;
+    }
+    if (!(cfg->metrics_listen = strdup(ml))) {
+      fail(x, "metrics.listen", "out of memory");
+      goto out;
+    }
+  }
   if (tr) {
     if (check_keys(x, tr, "transport", tk) != 0 ||
         jobj(x, tr, "quicSettings", "transport", &x->global_quic) != 0)
@@ -907,6 +929,7 @@ static void config_free(app_config *cfg) {
   free(cfg->t);
   free((char *)cfg->level);
   free(cfg->log_file);
+  free(cfg->metrics_listen);
   memset(cfg, 0, sizeof(*cfg));
 }
 
@@ -916,10 +939,14 @@ int app_config_main(int argc, char **argv) {
       {"check", no_argument, NULL, 'k'},
       {"log-level", required_argument, NULL, 'l'},
       {"log-file", required_argument, NULL, 'f'},
+      {"metrics", required_argument, NULL, 'm'},
+      {"metrics-public", no_argument, NULL, 'p'},
       {"help", no_argument, NULL, 'h'},
       {"version", no_argument, NULL, 'v'},
       {NULL, 0, NULL, 0}};
-  const char *file = NULL, *level = NULL, *log_file = NULL;
+  const char *file = NULL, *level = NULL, *log_file = NULL, *metrics_cli = NULL;
+  int metrics_public_cli = 0;
+  app_metrics metrics = {0};
   int c, check = 0, rc;
   cfgctx x;
   app_config cfg;
@@ -946,6 +973,12 @@ int app_config_main(int argc, char **argv) {
     case 'f':
       log_file = optarg;
       break;
+    case 'm':
+      metrics_cli = optarg;
+      break;
+    case 'p':
+      metrics_public_cli = 1;
+      break;
     case 'h':
       opts_usage(stdout);
       return EXIT_OK;
@@ -956,7 +989,7 @@ int app_config_main(int argc, char **argv) {
       app_die_usage("option '%s' needs a value", argv[optind - 1]);
     default:
       app_die_usage("unknown option '%s' here (with -c: --check, --log-level, "
-                    "--log-file; see --help)",
+                    "--log-file, --metrics, --metrics-public; see --help)",
                     argv[optind - 1]);
     }
   }
@@ -980,6 +1013,17 @@ int app_config_main(int argc, char **argv) {
       rc = EXIT_USAGE;
       goto done;
     }
+  /* the command line wins over the file */
+  metrics.listen = metrics_cli ? metrics_cli : cfg.metrics_listen;
+  metrics.public_ok = metrics_public_cli || cfg.metrics_public;
+  if (app_metrics_check(&metrics, metrics_cli ? "--metrics" : "metrics.listen",
+                        metrics_cli ? "--metrics-public"
+                                    : "metrics.public true",
+                        err, sizeof(err)) != 0) {
+    fprintf(stderr, "quicmux: %s: %s\n", file, err);
+    rc = EXIT_USAGE;
+    goto done;
+  }
   if (!level && cfg.level)
     app_log_level_parse(cfg.level, &lvl);
   if (!log_file)
@@ -1005,7 +1049,7 @@ int app_config_main(int argc, char **argv) {
   }
   signal(SIGPIPE, SIG_IGN);
   loop = ev_default_loop(EVFLAG_AUTO);
-  rc = app_run(loop, cfg.t, cfg.n);
+  rc = app_run(loop, cfg.t, cfg.n, &metrics);
   ev_loop_destroy(loop);
   app_log_close();
 done:

@@ -8,7 +8,8 @@
 static const char *const synopsis[] = {
     "client --listen HOST:PORT --server HOST:PORT [options]",
     "server --listen HOST:PORT --target HOST:PORT [options]",
-    "-c FILE.json [--check] [--log-level L] [--log-file FILE]",
+    "-c FILE.json [--check] [--log-level L] [--log-file FILE] "
+    "[--metrics HOST:PORT [--metrics-public]]",
     "plugin [-server] [-mode quic] [-host NAME] [-cert FILE] [-key FILE] "
     "[-localAddr A -localPort P -remoteAddr A -remotePort P] [...]",
     "demo [options]",

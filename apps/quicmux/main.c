@@ -42,6 +42,7 @@ static int cli_main(unsigned mode, int argc, char **argv) {
   size_t i, nl = 0;
   int c, conns = 4, mib = 16, security_given = 0, check = 0, rc;
   const char *level = NULL, *log_file = NULL;
+  app_metrics metrics = {0};
   qm_log_level lvl = mode == MODE_DEMO ? QM_LOG_INFO : QM_LOG_WARNING;
   char err[512];
   struct ev_loop *loop;
@@ -83,6 +84,12 @@ static int cli_main(unsigned mode, int argc, char **argv) {
       break;
     case OPT_CHECK:
       check = 1;
+      break;
+    case OPT_METRICS:
+      metrics.listen = optarg;
+      break;
+    case OPT_METRICS_PUBLIC:
+      metrics.public_ok = 1;
       break;
     case OPT_CONNECTIONS:
       if (opt_num(o, where, optarg, &n, err, sizeof(err)) != 0)
@@ -130,6 +137,9 @@ static int cli_main(unsigned mode, int argc, char **argv) {
   tunnel_cfg_cli_finish(&cfg);
   if (tunnel_cfg_check(&cfg, err, sizeof(err)) != 0)
     app_die_usage("%s", err);
+  if (app_metrics_check(&metrics, "--metrics", "--metrics-public", err,
+                        sizeof(err)) != 0)
+    app_die_usage("%s", err);
   if (log_file && !check && app_log_open(log_file, err, sizeof(err)) != 0)
     app_die_usage("--log-file %s", err);
   if (check) {
@@ -140,7 +150,7 @@ static int cli_main(unsigned mode, int argc, char **argv) {
   app_log_setup(lvl);
   signal(SIGPIPE, SIG_IGN);
   loop = ev_default_loop(EVFLAG_AUTO);
-  rc = app_run(loop, &cfg, 1);
+  rc = app_run(loop, &cfg, 1, &metrics);
   tunnel_cfg_free(&cfg);
   ev_loop_destroy(loop);
   app_log_close();

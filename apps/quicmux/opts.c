@@ -3,11 +3,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <gnutls/gnutls.h>
 
 #include "app.h"
+#include "metrics.h"
 #include "opts.h"
 #include "tunnel.h"
 
@@ -105,6 +107,21 @@ const opt_def opt_table[] = {
   {OPT_LOG_FILE, "log-file", NULL, NULL, "log.file", T_STR, 0, 0,
    CS | MODE_PLUGIN | MODE_CONFIG, "FILE",
    "append log lines to FILE instead of stderr; SIGHUP reopens it"},
+  {OPT_METRICS, "metrics", "metrics", "metrics", "metrics.listen", T_ADDR, 0,
+   0, CS | MODE_PLUGIN | MODE_CONFIG, "HOST:PORT",
+   "serve Prometheus metrics at http://HOST:PORT/metrics; a loopback "
+   "address unless --metrics-public (default off)"},
+  {OPT_METRICS_PUBLIC, "metrics-public", "metricsPublic", "metricsPublic",
+   "metrics.public", T_SWITCH, 0, 0, CS | MODE_PLUGIN | MODE_CONFIG, NULL,
+   "allow --metrics on any address: the metrics name peers and traffic, so "
+   "firewall the port"},
+  {OPT_QLOG_DIR, "qlog-dir", NULL, NULL, "qlogDir", T_STR, 0, 0, CS, "DIR",
+   "write a qlog file (JSON-SEQ, for qvis) per QUIC session into the "
+   "existing directory DIR (default off)"},
+  {OPT_QLOG_MAX_FILES, "qlog-max-files", NULL, NULL, "qlogMaxFiles", T_NUM, 1,
+   100000, CS, "N",
+   "keep at most N qlog files in DIR: each new session deletes the oldest "
+   "beyond it (default 100; a file stops at 64 MiB)"},
   {OPT_CONFIG, "config", NULL, NULL, NULL, T_STR, 0, 0, MODE_CONFIG, "FILE",
    "run the tunnels of a JSON config file (also -c FILE)"},
   {OPT_CHECK, "check", NULL, NULL, NULL, T_SWITCH, 0, 0,
@@ -408,6 +425,16 @@ int tunnel_cfg_set(tunnel_cfg *c, const opt_def *o, const char *where,
   case OPT_DRAIN:
     c->drain_s = (int)n;
     break;
+  case OPT_QLOG_DIR:
+    if (!*v) {
+      snprintf(err, errlen, "%s: empty directory name", where);
+      return -1;
+    }
+    c->s.qlog_dir = v;
+    break;
+  case OPT_QLOG_MAX_FILES:
+    c->s.qlog_max_files = (uint32_t)n;
+    break;
   default:
     snprintf(err, errlen, "%s: not a tunnel option", where);
     return -1;
@@ -502,6 +529,32 @@ static int check_addr(tunnel_cfg *c, opt_id id, const char *v, char *host,
   return 0;
 }
 
+/* qlog: an existing directory this process may write in. */
+static int check_qlog_dir(const tunnel_cfg *c, char *err, size_t errlen) {
+  char nb[160];
+  struct stat sb;
+  const char *name = tunnel_cfg_name(c, OPT_QLOG_DIR, nb, sizeof(nb));
+  int ok = stat(c->s.qlog_dir, &sb) == 0;
+  if (ok && !S_ISDIR(sb.st_mode)) {
+    snprintf(err, errlen, "%s '%s': not a directory", name, c->s.qlog_dir);
+    return -1;
+  }
+  if (!ok || access(c->s.qlog_dir, W_OK | X_OK) != 0) {
+    snprintf(err, errlen, "%s '%s': %s (want an existing, writable directory)",
+             name, c->s.qlog_dir, strerror(errno));
+    return -1;
+  }
+  return 0;
+}
+
+int app_metrics_check(app_metrics *m, const char *name, const char *public_name,
+                      char *err, size_t errlen) {
+  if (!m->listen)
+    return 0;
+  return metrics_parse_addr(m->listen, m->public_ok, name, public_name,
+                            &m->addr, &m->addrlen, err, errlen);
+}
+
 int tunnel_cfg_check(tunnel_cfg *c, char *err, size_t errlen) {
   char nb[160], nb2[160], e[256];
   if (check_addr(c, OPT_LISTEN, c->listen, c->listen_host, &c->listen_port, 1,
@@ -551,6 +604,8 @@ int tunnel_cfg_check(tunnel_cfg *c, char *err, size_t errlen) {
       }
     }
   }
+  if (c->s.qlog_dir && check_qlog_dir(c, err, errlen) != 0)
+    return -1;
   return 0;
 }
 

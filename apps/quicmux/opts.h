@@ -55,6 +55,10 @@ typedef enum {
   OPT_DRAIN,
   OPT_LOG_LEVEL,
   OPT_LOG_FILE,
+  OPT_METRICS,
+  OPT_METRICS_PUBLIC,
+  OPT_QLOG_DIR,
+  OPT_QLOG_MAX_FILES,
   OPT_CONFIG,
   OPT_CHECK,
   OPT_CONNECTIONS,
@@ -178,11 +182,27 @@ int tls_check_ca(const char *file, char *err, size_t errlen);
 void opts_usage(FILE *f);
 void opts_man(FILE *f);
 
+/* ---- the metrics endpoint (process-wide: --metrics, metrics.listen) ---- */
+typedef struct app_metrics {
+  const char *listen; /* HOST:PORT, NULL = off */
+  int public_ok;      /* --metrics-public: any address, not only loopback */
+  /* after app_metrics_check */
+  struct sockaddr_storage addr;
+  socklen_t addrlen;
+} app_metrics;
+/* Resolve and check listen (loopback unless public_ok); name and
+ * public_name spell the two options in the message. 0 (also when off) or
+ * -1 with err. */
+int app_metrics_check(app_metrics *m, const char *name, const char *public_name,
+                      char *err, size_t errlen);
+
 /* ---- running (run.c) ---- */
 struct ev_loop;
-/* Start a tunnel per cfg (all were checked), then run until SIGINT/SIGTERM
+/* Start a tunnel per cfg (all were checked) and the metrics endpoint (m
+ * checked; NULL or m->listen NULL = none), then run until SIGINT/SIGTERM
  * (0) or a failure (1). SIGUSR1 logs stats, SIGHUP reopens the log file. */
-int app_run(struct ev_loop *loop, tunnel_cfg *cfgs, size_t n);
+int app_run(struct ev_loop *loop, tunnel_cfg *cfgs, size_t n,
+            const app_metrics *m);
 
 /* ---- front ends ---- */
 /* plugin.c: argv = the flags after "plugin" (or after the program name

@@ -29,6 +29,7 @@ typedef struct pval {
 typedef struct plugin_opts {
   int server, check;
   pval mode, host, cert, cert_raw, key, loglevel, fwmark, log_file;
+  pval metrics, metrics_public;
   pval local_addr, local_port, remote_addr, remote_port;
 } plugin_opts;
 
@@ -91,6 +92,12 @@ static int apply(plugin_opts *po, const opt_def *o, const char *value,
     break;
   case OPT_LOG_FILE:
     p = &po->log_file;
+    break;
+  case OPT_METRICS:
+    p = &po->metrics;
+    break;
+  case OPT_METRICS_PUBLIC:
+    p = &po->metrics_public;
     break;
   case OPT_P_LOCALADDR:
     p = &po->local_addr;
@@ -212,8 +219,9 @@ static int parse_env(plugin_opts *po, sip003_opts *so_out) {
     const opt_def *o = opt_by_pkey(so.v[i].key);
     if (!o || (o->modes & MODE_PLUGIN) == 0) {
       perr("SS_PLUGIN_OPTIONS: unknown key '%s' (known: server, mode, host, "
-           "tls, cert, certRaw, key, loglevel, fwmark, path, mux, fastOpen, "
-           "__android_vpn, localAddr, localPort, remoteAddr, remotePort)",
+           "tls, cert, certRaw, key, loglevel, fwmark, metrics, "
+           "metricsPublic, path, mux, fastOpen, __android_vpn, localAddr, "
+           "localPort, remoteAddr, remotePort)",
            so.v[i].key);
       return -1;
     }
@@ -448,6 +456,7 @@ int app_plugin_main(int argc, char **argv) {
   tunnel_cfg *cfgs = NULL;
   size_t n = 0, i;
   qm_log_level lvl = QM_LOG_WARNING;
+  app_metrics metrics = {0};
   struct ev_loop *loop;
   char err[512];
   int rv;
@@ -477,6 +486,18 @@ int app_plugin_main(int argc, char **argv) {
     rv = EXIT_USAGE;
     goto done;
   }
+  metrics.listen = po.metrics.v;
+  metrics.public_ok = po.metrics_public.v && strcmp(po.metrics_public.v, "0") &&
+                      strcasecmp(po.metrics_public.v, "false");
+  if (app_metrics_check(&metrics, po.metrics.where,
+                        po.metrics.where[0] == '-'
+                            ? "-metricsPublic"
+                            : "plugin option 'metricsPublic'",
+                        err, sizeof(err)) != 0) {
+    perr("%s", err);
+    rv = EXIT_USAGE;
+    goto done;
+  }
   if (po.check) {
     printf("quicmux plugin: options OK (%s, %zu tunnel%s)\n",
            po.server ? "server" : "client", n, n == 1 ? "" : "s");
@@ -491,7 +512,7 @@ int app_plugin_main(int argc, char **argv) {
   app_log_setup(lvl);
   signal(SIGPIPE, SIG_IGN);
   loop = ev_default_loop(EVFLAG_AUTO);
-  rv = app_run(loop, cfgs, n);
+  rv = app_run(loop, cfgs, n, &metrics);
   ev_loop_destroy(loop);
   app_log_close();
 done:

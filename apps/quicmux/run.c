@@ -7,9 +7,11 @@
 #include <ev.h>
 
 #include "app.h"
+#include "metrics.h"
 #include "opts.h"
 #include "state.h"
 #include "tunnel.h"
+#include "tunnel_metrics.h"
 
 static tunnel **running;
 static size_t nrunning;
@@ -17,6 +19,28 @@ static int stopping;
 static int drain_s;
 static ev_timer drain_w; /* checks every 100 ms whether all are done */
 static ev_tstamp drain_until;
+static metrics_server *metrics;
+
+/* GET /metrics: the running tunnels and the endpoint's own counts. */
+static int render_metrics(char **body, size_t *len, void *ud) {
+  metrics_counts mc;
+  (void)ud;
+  metrics_server_counts(metrics, &mc);
+  return tunnel_metrics_text(running, nrunning, &mc, body, len);
+}
+
+static int start_metrics(struct ev_loop *loop, const app_metrics *m) {
+  char err[300];
+  if (metrics_server_new(&metrics, loop, (const struct sockaddr *)&m->addr,
+                         m->addrlen, render_metrics, NULL, err,
+                         sizeof(err)) != 0) {
+    app_logm(QM_LOG_ERROR, "metrics", "%s: %s", m->listen, err);
+    fprintf(stderr, "quicmux: metrics %s: %s\n", m->listen, err);
+    return -1;
+  }
+  app_logm(QM_LOG_INFO, "metrics", "serving http://%s/metrics", m->listen);
+  return 0;
+}
 
 static uint64_t open_connections(void) {
   uint64_t n = 0;
@@ -145,7 +169,8 @@ static int start_one(struct ev_loop *loop, tunnel_cfg *c, tunnel **out) {
   return 0;
 }
 
-int app_run(struct ev_loop *loop, tunnel_cfg *cfgs, size_t n) {
+int app_run(struct ev_loop *loop, tunnel_cfg *cfgs, size_t n,
+            const app_metrics *m) {
   ev_signal sigint_w, sigterm_w, sigusr1_w, sighup_w;
   size_t i;
   int rc = EXIT_OK;
@@ -164,6 +189,8 @@ int app_run(struct ev_loop *loop, tunnel_cfg *cfgs, size_t n) {
     }
     nrunning++;
   }
+  if (rc == EXIT_OK && m && m->listen && start_metrics(loop, m) != 0)
+    rc = EXIT_RUNTIME;
   if (rc == EXIT_OK) {
     ev_signal_init(&sigint_w, on_stop, SIGINT);
     ev_signal_init(&sigterm_w, on_stop, SIGTERM);
@@ -182,6 +209,8 @@ int app_run(struct ev_loop *loop, tunnel_cfg *cfgs, size_t n) {
     ev_signal_stop(loop, &sighup_w);
     ev_timer_stop(loop, &drain_w);
   }
+  metrics_server_free(metrics);
+  metrics = NULL;
   for (i = nrunning; i-- > 0;)
     tunnel_free(running[i]);
   free(running);

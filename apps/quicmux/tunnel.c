@@ -504,6 +504,25 @@ void tunnel_describe_sessions(const tunnel *t,
     qm_listener_foreach_session(t->listener, sess_line, &a);
 }
 
+const char *tunnel_tag(const tunnel *t) {
+  return tag_of(t);
+}
+const qm_dialer *tunnel_dialer(const tunnel *t) {
+  return t->dialer;
+}
+const qm_listener *tunnel_listener(const tunnel *t) {
+  return t->listener;
+}
+
+void tunnel_foreach_session(const tunnel *t,
+                            void (*fn)(const qm_session_info *, void *),
+                            void *ud) {
+  if (t->dialer)
+    qm_dialer_foreach_session(t->dialer, fn, ud);
+  else
+    qm_listener_foreach_session(t->listener, fn, ud);
+}
+
 uint64_t tunnel_open_connections(const tunnel *t) {
   return t->stats.active;
 }

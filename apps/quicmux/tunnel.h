@@ -50,6 +50,15 @@ void tunnel_describe(const tunnel *t, char *buf, size_t len);
 /* One line per session (RTT, congestion window, streams, ...). */
 void tunnel_describe_sessions(const tunnel *t,
                               void (*line)(const char *, void *), void *ud);
+/* For the metrics: the tunnel's name (tag, or "client" / "server"), its
+ * dialer (client) or listener (server; the other is NULL), and every
+ * session of it. */
+const char *tunnel_tag(const tunnel *t);
+const qm_dialer *tunnel_dialer(const tunnel *t);
+const qm_listener *tunnel_listener(const tunnel *t);
+void tunnel_foreach_session(const tunnel *t,
+                            void (*fn)(const qm_session_info *, void *),
+                            void *ud);
 /* TCP connections (client) or streams (server) still open. */
 uint64_t tunnel_open_connections(const tunnel *t);
 

@@ -154,6 +154,14 @@ typedef struct qm_settings {
    * listener. Copied by qm_listener_new. */
   const uint8_t *static_secret;
   size_t static_secret_len;
+  /* qlog (SONAME 1 on): when set, every session writes ngtcp2's qlog (JSON
+   * text sequences, the IETF qlog draft) to its own file in this existing
+   * directory, "<UTC time>-<client|server>-<original DCID hex>.sqlog".
+   * The directory keeps at most qlog_max_files of them (0 = 100): the
+   * oldest are deleted when a session starts. A file stops growing at
+   * 64 MiB. NULL = no qlog (default). */
+  const char *qlog_dir;
+  uint32_t qlog_max_files;
 } qm_settings;
 
 enum { QM_RETRY_AUTO = 0, QM_RETRY_ALWAYS = 1, QM_RETRY_NEVER = 2 };
@@ -226,6 +234,42 @@ int qm_dial(qm_dialer *d, const char *host, uint16_t port,
 /* Close every session; streams get on_close(QM_ECLOSED). */
 void qm_dialer_free(qm_dialer *d);
 
+/* Why sessions ended: the index into qm_totals.sessions_closed. */
+enum {
+  QM_CLOSE_CLEAN = 0,             /* CONNECTION_CLOSE without an error, by
+                                     either side, or an idle session closed */
+  QM_CLOSE_IDLE_TIMEOUT = 1,      /* QUIC idle timeout (v2ray's peers end
+                                     sessions this way) */
+  QM_CLOSE_HANDSHAKE_TIMEOUT = 2, /* no handshake within the timeout */
+  QM_CLOSE_PATH_DEAD = 3,         /* client: the peer stopped answering */
+  QM_CLOSE_REFUSED = 4,           /* port unreachable, version negotiation, or a
+                                     CONNECTION_CLOSE during the handshake */
+  QM_CLOSE_TLS = 5,               /* TLS alert or failed verification */
+  QM_CLOSE_PROTOCOL = 6,          /* any other QUIC error */
+  QM_CLOSE__COUNT = 7
+};
+/* "closed", "idle_timeout", "handshake_timeout", "path_dead", "refused",
+ * "tls", "protocol"; NULL for anything else. */
+const char *qm_close_cause_name(int cause);
+
+/* Counters since the dialer or listener was made, sessions already gone
+ * included: they only grow (Prometheus counters). Datagram and byte counts
+ * are UDP payloads as sent and received (wrapped). */
+typedef struct qm_totals {
+  uint64_t sessions_opened;    /* client: started; server: accepted */
+  uint64_t sessions_closed[8]; /* by QM_CLOSE_* (room for new causes) */
+  uint64_t streams_opened;     /* given a stream id */
+  uint64_t streams_closed;     /* ended, for any reason */
+  uint64_t streams_reset;      /* of those, reset by either side */
+  uint64_t datagrams_rx, datagrams_tx;
+  uint64_t bytes_rx, bytes_tx;
+  /* datagrams dropped on receipt, by kind */
+  uint64_t bad_short;     /* too short for the header, nonce and tag */
+  uint64_t bad_auth;      /* failed to authenticate (wrong key, forged) */
+  uint64_t bad_oversize;  /* larger than any peer may send */
+  uint64_t bad_malformed; /* unwrapped, but no QUIC packet in it */
+} qm_totals;
+
 typedef struct qm_dialer_stats {
   size_t sessions;        /* sessions in the pool (any state) */
   size_t sessions_active; /* of those, not closed */
@@ -233,6 +277,7 @@ typedef struct qm_dialer_stats {
   size_t streams; /* open streams over all sessions */
   size_t udp_sockets;
   uint64_t dropped_datagrams; /* failed to unwrap */
+  qm_totals totals;           /* SONAME 1 on */
 } qm_dialer_stats;
 void qm_dialer_get_stats(const qm_dialer *d, qm_dialer_stats *st);
 
@@ -281,6 +326,7 @@ typedef struct qm_listener_stats {
   uint64_t retries_sent;     /* Retry packets (address validation) */
   uint64_t bad_tokens;       /* Initials with an invalid Retry token */
   uint64_t refused_sessions; /* over the session cap */
+  qm_totals totals;          /* SONAME 1 on */
   uint64_t resets_sent;      /* stateless resets for unknown sessions */
 } qm_listener_stats;
 void qm_listener_get_stats(const qm_listener *l, qm_listener_stats *st);

@@ -6,7 +6,7 @@ TMP`), checks the installed files, compiles examples/c/*.c against the
 installed library with the pkg-config recipes from examples/c/README.md
 (shared, and static libquicmux), and runs echo_server + echo_client over
 127.0.0.1 and ::1. Checks that libquicmux.so exports exactly the functions
-declared in the installed public header(s), versioned QUICMUX_0.
+declared in the installed public header(s), versioned QUICMUX_1.
 
 The build directory is the directory of $QUICMUX_BIN (CTest sets it to the
 built program); default: build/ in the source tree. Standard library only;
@@ -33,8 +33,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 EXAMPLES = os.path.join(ROOT, "examples", "c")
 CFLAGS = "-std=c11 -Wall -Wextra -Wpedantic -Werror"
-SOVERSION = "0"
-VERSION_NODE = "QUICMUX_0"
+SOVERSION = "1"
+VERSION_NODE = "QUICMUX_1"
 
 
 class Fail(Exception):
@@ -223,7 +223,9 @@ def case_pkgconfig():
     ver = pkg("--modversion quicmux")
     check(re.fullmatch(r"\d+\.\d+\.\d+", ver), "odd version %r" % ver)
     so = os.path.basename(os.path.realpath(os.path.join(Ctx.libdir, "libquicmux.so")))
-    check(so == "libquicmux.so." + ver, "pkg-config version %s but the library file is %s" % (ver, so))
+    # the file is libquicmux.so.SOVERSION.MINOR.PATCH (MINOR.PATCH of the version)
+    want = "libquicmux.so.%s.%s" % (SOVERSION, ver.split(".", 1)[1])
+    check(so == want, "pkg-config version %s but the library file is %s (want %s)" % (ver, so, want))
     cflags = shlex.split(pkg("--cflags quicmux"))
     incs = [os.path.realpath(f[2:]) for f in cflags if f.startswith("-I")]
     check(os.path.realpath(Ctx.includedir) in incs, "--cflags %r lacks -I%s" % (cflags, Ctx.includedir))
@@ -276,7 +278,7 @@ def header_functions(incdir):
 
 
 def case_exports():
-    """nm -D: only the public qm_ API, all of it, in the QUICMUX_0 node."""
+    """nm -D: only the public qm_ API, all of it, in the QUICMUX_1 node."""
     check(Ctx.libdir, "no install")
     so = os.path.realpath(os.path.join(Ctx.libdir, "libquicmux.so"))
     out = must(["nm", "-D", "--defined-only", so], "nm -D")

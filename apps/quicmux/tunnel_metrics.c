@@ -1,0 +1,342 @@
+/* The /metrics text of the running tunnels (tunnel_metrics.h). Every
+ * family is written whole (HELP, TYPE, then its samples for all tunnels),
+ * as the exposition format wants. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "app.h"
+#include "prom.h"
+#include "tunnel_metrics.h"
+
+enum { ST_HANDSHAKING, ST_ESTABLISHED, ST_CLOSING, ST__COUNT };
+static const char *const state_names[ST__COUNT] = {"handshaking", "established",
+                                                   "closing"};
+
+/* One tunnel, read once per scrape. */
+typedef struct snap {
+  const char *tag, *role;
+  int server;
+  tunnel_stats ts;
+  qm_totals tot;
+  size_t streams;
+  uint64_t refused, unroutable, bad_tokens, retries, resets;
+  uint64_t states[ST__COUNT];
+  qm_session_info *sess;
+  size_t nsess;
+} snap;
+
+static void take_session(const qm_session_info *in, void *ud) {
+  snap *s = ud;
+  int st = !strcmp(in->state, "handshaking")   ? ST_HANDSHAKING
+           : !strcmp(in->state, "established") ? ST_ESTABLISHED
+                                               : ST_CLOSING;
+  s->states[st]++;
+  if (s->sess && s->nsess < TUNNEL_METRICS_MAX_SESSIONS)
+    s->sess[s->nsess++] = *in;
+}
+
+static void take(snap *s, const tunnel *t) {
+  memset(s, 0, sizeof(*s));
+  s->tag = tunnel_tag(t);
+  tunnel_get_stats(t, &s->ts);
+  if (tunnel_listener(t)) {
+    qm_listener_stats ls;
+    qm_listener_get_stats(tunnel_listener(t), &ls);
+    s->server = 1;
+    s->tot = ls.totals;
+    s->streams = ls.streams;
+    s->refused = ls.refused_sessions;
+    s->unroutable = ls.unroutable;
+    s->bad_tokens = ls.bad_tokens;
+    s->retries = ls.retries_sent;
+    s->resets = ls.resets_sent;
+  } else {
+    qm_dialer_stats ds;
+    qm_dialer_get_stats(tunnel_dialer(t), &ds);
+    s->tot = ds.totals;
+    s->streams = ds.streams;
+  }
+  s->role = s->server ? "server" : "client";
+  s->sess = calloc(TUNNEL_METRICS_MAX_SESSIONS, sizeof(*s->sess));
+  tunnel_foreach_session(t, take_session, s);
+}
+
+static prom_labels *base(prom_labels *l, const snap *s) {
+  l->n = 0;
+  prom_label(l, "tunnel", s->tag);
+  return prom_label(l, "role", s->role);
+}
+
+/* A family with one sample per tunnel: what(s) gives the value; servers
+ * only when server_only. */
+typedef uint64_t (*value_fn)(const snap *s);
+
+static void per_tunnel(prom_buf *b, const snap *v, size_t n, const char *name,
+                       const char *type, const char *help, value_fn what,
+                       int server_only) {
+  prom_labels l;
+  size_t i;
+  prom_family(b, name, type, help);
+  for (i = 0; i < n; i++)
+    if (v[i].server || !server_only)
+      prom_sample(b, name, base(&l, &v[i]), what(&v[i]));
+}
+
+static uint64_t v_accepted(const snap *s) {
+  return s->ts.accepted;
+}
+static uint64_t v_failed(const snap *s) {
+  return s->ts.failed;
+}
+static uint64_t v_active(const snap *s) {
+  return s->ts.active;
+}
+static uint64_t v_opened(const snap *s) {
+  return s->tot.sessions_opened;
+}
+static uint64_t v_refused(const snap *s) {
+  return s->refused;
+}
+static uint64_t v_streams(const snap *s) {
+  return s->streams;
+}
+static uint64_t v_st_opened(const snap *s) {
+  return s->tot.streams_opened;
+}
+static uint64_t v_st_closed(const snap *s) {
+  return s->tot.streams_closed;
+}
+static uint64_t v_st_reset(const snap *s) {
+  return s->tot.streams_reset;
+}
+static uint64_t v_retries(const snap *s) {
+  return s->retries;
+}
+static uint64_t v_resets(const snap *s) {
+  return s->resets;
+}
+
+/* Per tunnel, one sample for each value of one more label. */
+static void per_label(prom_buf *b, const snap *v, size_t n, const char *name,
+                      const char *type, const char *help, const char *label,
+                      const char *const *values, size_t nvalues,
+                      uint64_t (*what)(const snap *, size_t)) {
+  prom_labels l;
+  size_t i, k;
+  prom_family(b, name, type, help);
+  for (i = 0; i < n; i++)
+    for (k = 0; k < nvalues; k++)
+      if (values[k])
+        prom_sample(b, name, prom_label(base(&l, &v[i]), label, values[k]),
+                    what(&v[i], k));
+}
+
+static const char *const dirs_updown[] = {"up", "down"};
+static uint64_t v_bytes(const snap *s, size_t k) {
+  /* up = client to server: a client reads it from TCP, a server writes
+   * it to TCP */
+  int from_tcp = (k == 0) != s->server;
+  return from_tcp ? s->ts.bytes_up : s->ts.bytes_down;
+}
+static uint64_t v_states(const snap *s, size_t k) {
+  return s->states[k];
+}
+static uint64_t v_closed(const snap *s, size_t k) {
+  return s->tot.sessions_closed[k];
+}
+static const char *const dirs_rxtx[] = {"received", "sent"};
+static uint64_t v_datagrams(const snap *s, size_t k) {
+  return k ? s->tot.datagrams_tx : s->tot.datagrams_rx;
+}
+static uint64_t v_udp_bytes(const snap *s, size_t k) {
+  return k ? s->tot.bytes_tx : s->tot.bytes_rx;
+}
+static const char *const bad_kinds[] = {"short",     "auth",       "oversize",
+                                        "malformed", "unroutable", "bad_token"};
+static uint64_t v_bad(const snap *s, size_t k) {
+  const uint64_t v[] = {s->tot.bad_short,    s->tot.bad_auth,
+                        s->tot.bad_oversize, s->tot.bad_malformed,
+                        s->unroutable,       s->bad_tokens};
+  return v[k];
+}
+
+/* Per-session gauges. */
+static void per_session(prom_buf *b, const snap *v, size_t n, const char *name,
+                        const char *help, int seconds,
+                        uint64_t (*what)(const qm_session_info *)) {
+  prom_labels l;
+  size_t i, k;
+  char id[24];
+  prom_family(b, name, "gauge", help);
+  for (i = 0; i < n; i++)
+    for (k = 0; k < v[i].nsess; k++) {
+      const qm_session_info *in = &v[i].sess[k];
+      snprintf(id, sizeof(id), "%llu", (unsigned long long)in->id);
+      base(&l, &v[i]);
+      prom_label(&l, "session", id);
+      prom_label(&l, "peer", in->peer);
+      if (seconds)
+        prom_sample_f(b, name, &l, (double)what(in) / 1e6);
+      else
+        prom_sample(b, name, &l, what(in));
+    }
+}
+
+static uint64_t s_rtt(const qm_session_info *in) {
+  return in->smoothed_rtt_us;
+}
+static uint64_t s_min_rtt(const qm_session_info *in) {
+  return in->min_rtt_us;
+}
+static uint64_t s_cwnd(const qm_session_info *in) {
+  return in->cwnd;
+}
+static uint64_t s_flight(const qm_session_info *in) {
+  return in->bytes_in_flight;
+}
+static uint64_t s_streams(const qm_session_info *in) {
+  return in->streams;
+}
+
+static void endpoint_counts(prom_buf *b, const metrics_counts *mc) {
+  static const char *const codes[] = {"200", "404", "405", "4xx", "5xx"};
+  char name[] = "quicmux_metrics_requests_total";
+  prom_labels l;
+  size_t k;
+  prom_family(b, name, "counter",
+              "HTTP requests the metrics endpoint answered, by status");
+  for (k = 0; k < 5; k++) {
+    l.n = 0;
+    prom_sample(b, name, prom_label(&l, "code", codes[k]), mc->requests[k]);
+  }
+  prom_family(b, "quicmux_metrics_connections_rejected_total", "counter",
+              "connections to the metrics endpoint refused (503) because "
+              "16 were open");
+  prom_sample(b, "quicmux_metrics_connections_rejected_total", NULL,
+              mc->rejected);
+  prom_family(b, "quicmux_metrics_connections_timed_out_total", "counter",
+              "connections to the metrics endpoint closed after 5 s");
+  prom_sample(b, "quicmux_metrics_connections_timed_out_total", NULL,
+              mc->timed_out);
+  prom_family(b, "quicmux_metrics_connections", "gauge",
+              "connections to the metrics endpoint open now");
+  prom_sample(b, "quicmux_metrics_connections", NULL, mc->open);
+}
+
+int tunnel_metrics_text(tunnel *const *t, size_t n, const metrics_counts *mc,
+                        char **body, size_t *len) {
+  static const char *const roles[] = {"client", "server"};
+  snap *v = calloc(n ? n : 1, sizeof(*v));
+  const char *causes[QM_CLOSE__COUNT];
+  prom_buf b;
+  prom_labels l;
+  size_t i, k, per_role[2] = {0, 0};
+  int rv = -1;
+
+  if (!v)
+    return -1;
+  prom_init(&b);
+  for (i = 0; i < n; i++) {
+    take(&v[i], t[i]);
+    per_role[v[i].server]++;
+  }
+  for (k = 0; k < QM_CLOSE__COUNT; k++)
+    causes[k] = qm_close_cause_name((int)k);
+
+  prom_family(&b, "quicmux_build_info", "gauge",
+              "always 1; the labels name the versions");
+  l.n = 0;
+  prom_label(&l, "version", qm_version());
+  prom_label(&l, "ngtcp2", app_ngtcp2_version());
+  prom_label(&l, "gnutls", app_gnutls_version());
+  prom_sample(&b, "quicmux_build_info", &l, 1);
+  prom_family(&b, "quicmux_tunnels", "gauge", "tunnels running, by role");
+  for (k = 0; k < 2; k++) {
+    l.n = 0;
+    prom_sample(&b, "quicmux_tunnels", prom_label(&l, "role", roles[k]),
+                per_role[k]);
+  }
+
+  per_tunnel(&b, v, n, "quicmux_connections_total", "counter",
+             "TCP connections accepted (client) or streams accepted "
+             "(server)",
+             v_accepted, 0);
+  per_tunnel(&b, v, n, "quicmux_connections_failed_total", "counter",
+             "connections that failed: dial or target connect failed, "
+             "refused, or ended with an error",
+             v_failed, 0);
+  per_tunnel(&b, v, n, "quicmux_connections_open", "gauge",
+             "connections being carried now", v_active, 0);
+  per_label(&b, v, n, "quicmux_tunnel_bytes_total", "counter",
+            "bytes carried between TCP and streams; up = client to server",
+            "direction", dirs_updown, 2, v_bytes);
+
+  per_label(&b, v, n, "quicmux_sessions", "gauge",
+            "QUIC sessions now, by state", "state", state_names, ST__COUNT,
+            v_states);
+  per_tunnel(&b, v, n, "quicmux_sessions_opened_total", "counter",
+             "QUIC sessions started (client) or accepted (server)", v_opened,
+             0);
+  per_label(&b, v, n, "quicmux_sessions_closed_total", "counter",
+            "QUIC sessions ended, by cause (closed = a clean close; the "
+            "others are failures)",
+            "cause", causes, QM_CLOSE__COUNT, v_closed);
+  per_tunnel(&b, v, n, "quicmux_sessions_refused_total", "counter",
+             "new client sessions refused over the session cap", v_refused, 1);
+
+  per_tunnel(&b, v, n, "quicmux_streams", "gauge", "QUIC streams open now",
+             v_streams, 0);
+  per_tunnel(&b, v, n, "quicmux_streams_opened_total", "counter",
+             "QUIC streams opened", v_st_opened, 0);
+  per_tunnel(&b, v, n, "quicmux_streams_closed_total", "counter",
+             "QUIC streams ended, for any reason", v_st_closed, 0);
+  per_tunnel(&b, v, n, "quicmux_stream_resets_total", "counter",
+             "QUIC streams ended by a reset from either side", v_st_reset, 0);
+
+  per_label(&b, v, n, "quicmux_udp_datagrams_total", "counter",
+            "UDP datagrams of the QUIC sessions", "direction", dirs_rxtx, 2,
+            v_datagrams);
+  per_label(&b, v, n, "quicmux_udp_bytes_total", "counter",
+            "UDP payload bytes of the QUIC sessions (as on the wire, "
+            "wrapped)",
+            "direction", dirs_rxtx, 2, v_udp_bytes);
+  per_label(&b, v, n, "quicmux_bad_datagrams_total", "counter",
+            "datagrams dropped on receipt: short, auth (failed to "
+            "authenticate: wrong key or forged), oversize, malformed, "
+            "unroutable and bad_token (server)",
+            "kind", bad_kinds, 6, v_bad);
+  per_tunnel(&b, v, n, "quicmux_retries_sent_total", "counter",
+             "QUIC Retry packets sent (address validation)", v_retries, 1);
+  per_tunnel(&b, v, n, "quicmux_stateless_resets_sent_total", "counter",
+             "stateless resets sent for packets of unknown sessions (a "
+             "restart, or a session that ended)",
+             v_resets, 1);
+
+  per_session(&b, v, n, "quicmux_session_rtt_seconds",
+              "smoothed round-trip time of a session (at most 256 sessions "
+              "per tunnel are listed)",
+              1, s_rtt);
+  per_session(&b, v, n, "quicmux_session_min_rtt_seconds",
+              "smallest round-trip time seen on a session", 1, s_min_rtt);
+  per_session(&b, v, n, "quicmux_session_cwnd_bytes",
+              "congestion window of a session", 0, s_cwnd);
+  per_session(&b, v, n, "quicmux_session_bytes_in_flight",
+              "bytes sent and not yet acknowledged on a session", 0, s_flight);
+  per_session(&b, v, n, "quicmux_session_streams", "streams open on a session",
+              0, s_streams);
+  if (mc)
+    endpoint_counts(&b, mc);
+
+  if (!b.oom) {
+    *body = b.p;
+    *len = b.len;
+    b.p = NULL;
+    rv = 0;
+  }
+  prom_free(&b);
+  for (i = 0; i < n; i++)
+    free(v[i].sess);
+  free(v);
+  return rv;
+}
