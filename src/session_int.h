@@ -21,7 +21,7 @@
 #define QM_SCID_LEN 12 /* v2ray's ConnectionIDLength (SPEC §1.4) */
 #define QM_MAX_VEC 16
 #define QM_BURST (32 * 1024)
-#define QM_HEALTH_INTERVAL 0.25 /* seconds */
+#define QM_HEALTH_INTERVAL 0.1 /* seconds: the silence rule's resolution */
 
 struct qm_session {
   uint64_t id;
