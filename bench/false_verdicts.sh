@@ -1,7 +1,8 @@
 #!/bin/bash
-# Count false dead-path verdicts: run the lossy and end-to-end suites (nothing in them
-# kills a server, so no session should ever be taken out of the pool) with each quicmux
-# binary given, keep the logs, and count the client's "taking it out of the pool" lines.
+# Count false dead-path verdicts and false resets: run the lossy and end-to-end suites
+# (nothing in them kills a server, so no session should ever be taken out of the pool or
+# reset) with each quicmux binary given, keep the logs, and count the clients' "taking it
+# out of the pool" and "stateless reset from the server" lines.
 #   bash bench/false_verdicts.sh build/quicmux [other builds ...]     (root, ~3 min each)
 set -u
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -10,6 +11,7 @@ for bin in "$@"; do
     out=$(QMTEST_KEEP=1 QUICMUX_BIN=$bin timeout 900 python3 "$here/tests/e2e/$t.py" 2>&1)
     root=$(echo "$out" | grep -o "/tmp/qmtest\.[A-Za-z0-9_]*" | tail -1)
     n=$(grep -rh "taking it out of the pool" "$root" 2>/dev/null | wc -l)
-    echo "$bin $t: $(echo "$out" | tail -1); false verdicts: $n (logs: $root)"
+    r=$(grep -rh "stateless reset from the server" "$root" 2>/dev/null | wc -l)
+    echo "$bin $t: $(echo "$out" | tail -1); false verdicts: $n, resets: $r (logs: $root)"
   done
 done
