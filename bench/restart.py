@@ -53,17 +53,6 @@ def start_server(c, kind, port, target, state_dir, name):
                        extra=("--state-dir", state_dir))[0]
 
 
-def bound_at(port, pid, proc, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if qm.udp_port_bound(port, pid):
-            return time.monotonic()
-        if not proc.alive():
-            raise qm.CheckFailed("%s exited while starting" % proc.name)
-        time.sleep(0.002)
-    raise qm.CheckFailed("new server did not bind UDP %d" % port)
-
-
 def one_sample(root, client, kind, mode, down, seed, window):
     c = qm.Case("restart.%s.%s.%s" % (client, kind, mode), root)
     try:
@@ -98,7 +87,7 @@ def one_sample(root, client, kind, mode, down, seed, window):
             sp2 = c.spawn([qm.quicmux_bin(), "server", "--listen", qm.hostport("127.0.0.1", port),
                            "--target", qm.hostport(*echo.addr), "--security", SEC, "--key", KEY,
                            "--state-dir", state, "--log-level", qm.QM_LOG_LEVEL], "server-2")
-        t_bound = bound_at(port, sp2.pid, sp2)
+        t_bound = qm.udp_bound_at(port, sp2.pid, sp2)
         failed = 0
         first = None
         while time.monotonic() - t_bound < window:

@@ -14,7 +14,7 @@
 #define QM_POLICY_EXPECTED_STREAMS 32
 /* Silence from the peer, while it owes us an acknowledgement, after which
  * a session looks dead: the longer of this and 3 probe timeouts (ns). */
-#define QM_POLICY_SILENCE_NS (300000000ull)
+#define QM_POLICY_SILENCE_NS (1000000000ull)
 #define QM_POLICY_SILENCE_PTOS 3
 /* How long a session may look dead before it is closed (ns). */
 #define QM_POLICY_DEAD_AFTER_NS (8ull * 1000000000ull)

@@ -852,6 +852,19 @@ def probe_no_data(addr, payload=b"hello, is anybody there?" * 40, wait=10.0, con
     return got, outcome, time.monotonic() - t0
 
 
+def udp_bound_at(port, pid, proc, timeout=15.0):
+    """Poll (every 2 ms) until process pid has bound UDP port; returns time.monotonic()
+    of the first poll that saw it. CheckFailed if proc exits or the timeout passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if udp_port_bound(port, pid):
+            return time.monotonic()
+        if not proc.alive():
+            raise CheckFailed("%s exited while starting" % proc.name)
+        time.sleep(0.002)
+    raise CheckFailed("%s did not bind UDP %d within %.0fs" % (proc.name, port, timeout))
+
+
 def echo_once(addr, data, timeout=10.0):
     """One connection to an echo tunnel: send data, read it back byte-exact.
     Returns (ok, why)."""

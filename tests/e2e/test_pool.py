@@ -538,39 +538,8 @@ def watch_close(socks, t_ref, limit):
 
 
 def try_echo(addr, seed, timeout):
-    data = payload(seed, 0)
-    t0 = time.monotonic()
-    try:
-        s = socket.create_connection(addr, timeout=timeout)
-    except OSError as e:
-        return False, "connect: %r" % e, time.monotonic()
-    try:
-        s.settimeout(timeout)
-        s.sendall(data)
-        got = b""
-        while len(got) < len(data) and time.monotonic() - t0 < timeout:
-            d = s.recv(65536)
-            if not d:
-                return False, "EOF after %d bytes" % len(got), time.monotonic()
-            got += d
-        if got != data:
-            return False, "echo differs / short (%d bytes)" % len(got), time.monotonic()
-        return True, "ok", time.monotonic()
-    except OSError as e:
-        return False, e.__class__.__name__, time.monotonic()
-    finally:
-        s.close()
-
-
-def wait_bound_precise(port, pid, timeout, proc):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if qm.udp_port_bound(port, pid):
-            return time.monotonic()
-        if not proc.alive():
-            raise qm.CheckFailed("%s exited while starting" % proc.name)
-        time.sleep(0.005)
-    raise qm.CheckFailed("new server did not bind UDP %d within %.0fs" % (port, timeout))
+    ok, why = qm.echo_once(addr, payload(seed, 0), timeout)
+    return ok, why, time.monotonic()
 
 
 def case_restart(c, server_kind):
@@ -595,7 +564,7 @@ def case_restart(c, server_kind):
         sp2 = c.spawn([qm.quicmux_bin(), "server", "--listen", qm.hostport("127.0.0.1", port), "--target",
                        qm.hostport(*echo.addr), "--security", SEC, "--key", KEY, "--log-level", qm.QM_LOG_LEVEL],
                       "server-2")
-    t_bound = wait_bound_precise(port, sp2.pid, 15, sp2)
+    t_bound = qm.udp_bound_at(port, sp2.pid, sp2, 15)
     # new connections right away, one every 250 ms, each with its own 10 s budget
     results = []
     lock = threading.Lock()

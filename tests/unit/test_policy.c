@@ -300,7 +300,7 @@ static qm_health check_health(sim *m, fsess *s) {
   f.pto_count = s->pto_count;
   f.bytes_in_flight = s->pto_count ? 1200 : 0;
   f.silence = m->now - s->last_rx;
-  f.pto = 30 * MS; /* loopback-like: the 300 ms floor rules */
+  f.pto = 30 * MS; /* loopback-like: the 1 s floor rules */
   f.suspect = s->suspect;
   f.suspect_since = s->suspect_since;
   f.now = m->now;
@@ -483,14 +483,14 @@ static qm_health H(qm_policy_state st, size_t pto, uint64_t in_flight,
 static void test_health_table(void **state) {
   (void)state;
   uint64_t t0 = 5000 * SEC, p = 30 * MS;
-  assert_int_equal(QM_POLICY_SILENCE_NS, 300 * MS);
+  assert_int_equal(QM_POLICY_SILENCE_NS, SEC);
   assert_int_equal(QM_POLICY_DEAD_AFTER_NS, 8 * SEC);
-  /* owed an ack (bytes in flight or probes out) and silent >= 300 ms */
-  assert_int_equal(H(QM_POLICY_ESTABLISHED, 0, 1200, 299 * MS, p, 0, 0, t0),
+  /* owed an ack (bytes in flight or probes out) and silent >= 1 s */
+  assert_int_equal(H(QM_POLICY_ESTABLISHED, 0, 1200, 999 * MS, p, 0, 0, t0),
                    QM_HEALTH_OK);
-  assert_int_equal(H(QM_POLICY_ESTABLISHED, 0, 1200, 300 * MS, p, 0, 0, t0),
+  assert_int_equal(H(QM_POLICY_ESTABLISHED, 0, 1200, SEC, p, 0, 0, t0),
                    QM_HEALTH_SUSPECT);
-  assert_int_equal(H(QM_POLICY_ESTABLISHED, 3, 0, 300 * MS, p, 0, 0, t0),
+  assert_int_equal(H(QM_POLICY_ESTABLISHED, 3, 0, SEC, p, 0, 0, t0),
                    QM_HEALTH_SUSPECT);
   /* silent but owed nothing (an idle peer): fine however long */
   assert_int_equal(H(QM_POLICY_ESTABLISHED, 0, 0, 60 * SEC, p, 0, 0, t0),
@@ -692,11 +692,11 @@ static void test_suspect_skipped_and_retry(void **state) {
   s[3]->fin = 1;       /* no */
   s[4]->reset = 1;     /* no */
   /* s[0] and s[5]: sent, nothing acked, nothing heard: may move */
-  /* the server goes silent while it owes acks: not yet after 299 ms ... */
+  /* the server goes silent while it owes acks: not yet after 999 ms ... */
   a->pto_count = 2;
-  advance(m, 299 * MS);
+  advance(m, 999 * MS);
   assert_false(a->suspect);
-  /* ... suspect once 300 ms of silence is reached */
+  /* ... suspect once 1 s of silence is reached */
   a->pto_count = 3;
   advance(m, 2 * MS);
   assert_true(a->suspect);
@@ -769,7 +769,7 @@ static void test_dead_after_8s(void **state) {
   st->acked = 1; /* cannot move: it must fail, not hang */
   fsess *a = m->sess[0];
   a->pto_count = 3;
-  advance(m, 300 * MS + MS);
+  advance(m, SEC + MS);
   assert_true(a->suspect);
   uint64_t t_suspect = a->suspect_since;
   assert_true(t_suspect <= m->now && m->now - t_suspect <= MS);
