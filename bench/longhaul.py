@@ -13,8 +13,8 @@ Topology (root needed for the namespaces; processes stopped by PID, namespaces d
 
 Two namespaces, each joined to this one by a veth link (tests/e2e/qmtest.NetnsHost,
 10.231.K.0/24).  Only the QUIC/UDP traffic crosses the bottleneck; both TCP legs are on
-the loopback of their namespace.  The bottleneck (bench/bottleneck.c, built on first use
-into /tmp/qm-longhaul/) has per direction: random loss (fixed seed), a drop-tail queue
+the loopback of their namespace.  The bottleneck (bench/bottleneck.c, built at the start
+into /tmp/qm-longhaul/bottleneck-<hash of the source>) has per direction: random loss (fixed seed), a drop-tail queue
 of one bandwidth-delay product, serialisation at the link rate (each datagram's UDP
 payload + 28 bytes of IPv4/UDP header), and the one-way propagation delay (RTT/2 each
 way).  "up" = upload = iperf3 client -> server, the tunnel client's QUIC stack sends;
@@ -46,6 +46,10 @@ Sharing tests: two tunnels through the same bottleneck (one queue per direction)
 same time, each with its own iperf3 pair: quicmux + quicmux, quicmux + v2ray, and v2ray +
 v2ray for reference; each one's share, and Jain's fairness index.
 
+Run time: the default matrix is 38 runs (4 conditions x 2 directions x 1 and 8 streams x
+2 implementations, plus 3 pairs x 2 directions of sharing); it took 1324 s on 2 cores with
+-t 30.  --time 10 or --quick for development; each --variants entry adds 16 runs.
+
 Output (default bench/out/longhaul/, git-ignored): results.md, results.json, per run the
 bottleneck's JSON (with a 100 ms timeline) and the process logs under logs/, and PNG plots
 under plots/ (goodput, cwnd/in flight, RTT over time; drawn by bench/longhaul_plot.py
@@ -54,6 +58,7 @@ with Debian's /usr/bin/python3 + matplotlib: scripts/deps.sh --bench installs it
 
 import argparse
 import datetime
+import hashlib
 import json
 import os
 import platform
@@ -115,6 +120,22 @@ def machine_busy_s():
     return (sum(v[:8]) - v[3] - v[4]) / CLK_TCK  # all but idle and iowait
 
 
+def foreign_bottlenecks(own_pid):
+    """PIDs of other bottleneck processes (another long-haul run on the machine: both
+    runs' figures are disturbed; each run records this)."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit() or int(d) == own_pid:
+            continue
+        try:
+            with open("/proc/%s/comm" % d) as f:
+                if f.read().startswith("bottleneck"):
+                    out.append(int(d))
+        except OSError:
+            pass
+    return out
+
+
 def rcvbuf_errors(pid):
     """UDP RcvbufErrors of the namespace PID lives in."""
     total = 0
@@ -141,15 +162,25 @@ def rcvbuf_errors(pid):
 # --------------------------------------------------------------------------- tools
 
 def bottleneck_bin():
-    """bench/bottleneck.c compiled into TOOL_DIR (again when the source is newer)."""
+    """bench/bottleneck.c compiled into TOOL_DIR, named after a hash of its source: runs from
+    other work trees (other sources) share TOOL_DIR without replacing each other's binary."""
     src = os.path.join(HERE, "bottleneck.c")
-    out = os.path.join(TOOL_DIR, "bottleneck")
+    with open(src, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()[:12]
+    out = os.path.join(TOOL_DIR, "bottleneck-" + digest)
     os.makedirs(TOOL_DIR, exist_ok=True)
-    if not os.path.exists(out) or os.path.getmtime(out) < os.path.getmtime(src):
-        cmd = ["cc", "-std=c11", "-O2", "-Wall", "-Wextra", "-o", out, src]
+    if not os.access(out, os.X_OK):
+        tmp = "%s.%d.tmp" % (out, os.getpid())
+        cmd = ["cc", "-std=c11", "-O2", "-Wall", "-Wextra", "-o", tmp, src]
         log("building the bottleneck: " + " ".join(cmd))
         subprocess.run(cmd, check=True, timeout=120)
+        os.replace(tmp, out)
     return out
+
+
+def sha256_of(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
 
 
 def quicmux_version(path):
@@ -268,7 +299,7 @@ def one_run(c, hosts, spec, args, outdir):
     os.makedirs(os.path.dirname(stats_path), exist_ok=True)
     if os.path.exists(stats_path):
         os.unlink(stats_path)
-    argv = [bottleneck_bin(), "--rate", str(rate), "--delay-ms", str(rtt / 2.0), "--loss", str(loss),
+    argv = [args.bottleneck, "--rate", str(rate), "--delay-ms", str(rtt / 2.0), "--loss", str(loss),
             "--overhead", str(OVERHEAD), "--seed", str(args.seed), "--stats", stats_path, "--tick-ms", "100",
             "--duration", str(args.time + 120)]
     for t in tunnels:
@@ -285,6 +316,10 @@ def one_run(c, hosts, spec, args, outdir):
     for t in tunnels:
         procs["client%d" % t.idx] = t.client
         procs["server%d" % t.idx] = t.server
+    foreign = foreign_bottlenecks(relay.pid)
+    if foreign:
+        log("    another bottleneck is running (pid %s): another long-haul run disturbs this one"
+            % ", ".join(map(str, foreign)))
     drops0 = {t.idx: (rcvbuf_errors(t.client.pid), rcvbuf_errors(t.server.pid)) for t in tunnels}
     cpu0 = {k: proc_cpu_s(p.pid) for k, p in procs.items()}
     busy0, w0 = machine_busy_s(), time.monotonic()
@@ -339,6 +374,7 @@ def one_run(c, hosts, spec, args, outdir):
     ours = sum(v for v in cores.values() if v)
     rec["cores"] = {k: (round(v, 3) if v is not None else None) for k, v in cores.items()}
     rec["cores_others"] = round(max(0.0, busy / wall - ours), 3)
+    rec["foreign_bottlenecks"] = foreign
     if rst:
         rec["bottleneck"] = {
             "cpu_s": round(rst["cpu_user_s"] + rst["cpu_sys_s"], 3), "elapsed_s": rst["elapsed_s"],
@@ -445,7 +481,7 @@ def write_report(outdir, meta, recs):
     L.append("")
     L.append("| | |")
     L.append("|---|---|")
-    for k in ("quicmux", "v2ray", "iperf3", "kernel", "cpus", "time_s", "seed", "total_wall_s"):
+    for k in ("quicmux", "quicmux_sha256", "v2ray", "iperf3", "kernel", "cpus", "time_s", "seed", "total_wall_s"):
         L.append("| %s | %s |" % (k, meta.get(k)))
     L.append("")
     L.append("Bottleneck per direction: random loss, drop-tail queue of one BDP (rate x RTT), "
@@ -524,6 +560,8 @@ def write_report(outdir, meta, recs):
              "goodput over time and the path RTT (propagation + queueing in both directions).")
     L.append("")
     errs = [(r["name"], e) for r in recs for e in r.get("errors", [])]
+    errs += [(r["name"], "another long-haul run's bottleneck was running (pid %s): disturbed"
+              % ", ".join(map(str, r["foreign_bottlenecks"]))) for r in recs if r.get("foreign_bottlenecks")]
     if errs:
         L.append("## Problems")
         L.append("")
@@ -647,7 +685,7 @@ def main():
         log(notes[-1])
         impls = [i for i in impls if i[0] != "v2ray"]
     os.environ["QUICMUX_BIN"] = qm_path
-    bottleneck_bin()
+    args.bottleneck = bottleneck_bin()  # once: a source edited during a run changes nothing
 
     outdir = os.path.abspath(args.out)
     os.makedirs(outdir, exist_ok=True)
@@ -659,11 +697,17 @@ def main():
     log("%d runs of %d s each (about %d min)" % (len(plan), args.time, est // 60 + 1))
     meta = {"started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "host": platform.node(),
             "command": " ".join(shlex.quote(a) for a in sys.argv), "quicmux": qm_ver and "%s (%s)" % (qm_ver, qm_path),
+            "quicmux_sha256": sha256_of(qm_path) if qm_ver else None, "bottleneck": args.bottleneck,
             "v2ray": tool_version(["v2ray", "-version"]), "iperf3": tool_version(["iperf3", "--version"]),
             "kernel": platform.release(), "cpus": os.cpu_count(), "time_s": args.time, "seed": args.seed,
             "notes": notes, "security": SECURITY, "header": HEADER, "overhead_bytes": OVERHEAD}
 
-    qm.install_signal_handlers()
+    def on_signal(signum, frame):  # say why the run ended (then clean up as qmtest does)
+        log("stopped by signal %d (%s); results so far are in %s" % (
+            signum, signal.Signals(signum).name, os.path.join(outdir, "results.md")))
+        raise SystemExit(128 + signum)
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, on_signal)
     t_start = time.monotonic()
     recs = []
     hosts = []
