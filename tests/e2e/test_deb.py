@@ -37,14 +37,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 # test_library.py runs the same examples against a cmake --install prefix;
 # its process and echo helpers are reused here as they are.
-from test_library import Fail, Skip, check, run, must, echo_run, have_ipv6, needed, stop_all  # noqa: E402
+from test_library import Fail, Skip, check, run, must, echo_run, have_ipv6, needed, stop_all, run_cases  # noqa: E402
 
 SKIP_EXIT = 77
 PACKAGES = ["quicmux", "libquicmux1", "libquicmux-dev"]
@@ -443,27 +442,7 @@ def main():
     passed = failed = skipped = 0
     t_all = time.monotonic()
     try:
-        for name, fn in CASES:
-            t0 = time.monotonic()
-            try:
-                fn()
-            except Skip as e:
-                skipped += 1
-                print("SKIP %s: %s" % (name, e), flush=True)
-                continue
-            except Fail as e:
-                failed += 1
-                print("FAIL %s: %s" % (name, e), flush=True)
-                continue
-            except Exception:
-                failed += 1
-                print("FAIL %s: %s" % (name, traceback.format_exc().strip().replace("\n", "\n    ")), flush=True)
-                continue
-            finally:
-                stop_all()
-            passed += 1
-            print("PASS %s" % name, flush=True)
-            note("%s: %.1fs" % (name, time.monotonic() - t0))
+        passed, failed, skipped = run_cases(CASES, lambda name, dt: note("%s: %.1fs" % (name, dt)))
     finally:
         _cleanup()
         if failed or os.environ.get("QMTEST_KEEP"):

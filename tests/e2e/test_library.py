@@ -458,28 +458,41 @@ CASES = [
 ]
 
 
+def run_cases(cases, on_pass=None):
+    """Run (name, fn) cases one after the other, printing PASS/FAIL/SKIP lines; every
+    process a case started is stopped after it. on_pass(name, seconds) after a pass.
+    Returns (passed, failed, skipped)."""
+    passed = failed = skipped = 0
+    for name, fn in cases:
+        t0 = time.monotonic()
+        try:
+            fn()
+        except Skip as e:
+            skipped += 1
+            print("SKIP %s: %s" % (name, e), flush=True)
+            continue
+        except Fail as e:
+            failed += 1
+            print("FAIL %s: %s" % (name, e), flush=True)
+            continue
+        except Exception:
+            failed += 1
+            print("FAIL %s: %s" % (name, traceback.format_exc().strip().replace("\n", "\n    ")), flush=True)
+            continue
+        finally:
+            stop_all()
+        passed += 1
+        print("PASS %s" % name, flush=True)
+        if on_pass:
+            on_pass(name, time.monotonic() - t0)
+    return passed, failed, skipped
+
+
 def main():
     Ctx.tmp = tempfile.mkdtemp(prefix="qm-lib-")
     passed = failed = 0
     try:
-        for name, fn in CASES:
-            try:
-                fn()
-            except Skip as e:
-                print("SKIP %s: %s" % (name, e), flush=True)
-                continue
-            except Fail as e:
-                failed += 1
-                print("FAIL %s: %s" % (name, e), flush=True)
-                continue
-            except Exception:
-                failed += 1
-                print("FAIL %s: %s" % (name, traceback.format_exc().strip().replace("\n", "\n    ")), flush=True)
-                continue
-            finally:
-                stop_all()
-            passed += 1
-            print("PASS %s" % name, flush=True)
+        passed, failed, _ = run_cases(CASES)
         for n in Ctx.notes:
             print("note: %s" % n)
     finally:
@@ -490,7 +503,6 @@ def main():
             shutil.rmtree(Ctx.tmp, ignore_errors=True)
     print("%d passed, %d failed" % (passed, failed))
     return 1 if failed else 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
