@@ -48,3 +48,49 @@ qm_policy_timers qm_policy_on_streams(size_t nstreams, uint64_t keepalive_ms,
   t.idle_close_ms = nstreams ? 0 : session_idle_ms;
   return t;
 }
+
+uint64_t qm_policy_backoff(uint32_t n) {
+  uint64_t b = QM_POLICY_BACKOFF_FIRST_NS;
+  while (n > 1 && b < QM_POLICY_BACKOFF_MAX_NS) {
+    b *= 2;
+    n--;
+  }
+  return b < QM_POLICY_BACKOFF_MAX_NS ? b : QM_POLICY_BACKOFF_MAX_NS;
+}
+
+int qm_policy_server_failed(qm_server_health *h, uint64_t started,
+                            uint64_t now) {
+  if (h->fails && started < h->failed_at)
+    return 0;
+  if (h->fails < UINT32_MAX)
+    h->fails++;
+  h->failed_at = now;
+  h->until = now + qm_policy_backoff(h->fails);
+  return 1;
+}
+
+void qm_policy_server_ok(qm_server_health *h) {
+  h->fails = 0;
+  h->until = 0;
+}
+
+int qm_policy_server_backing_off(const qm_server_health *h, uint64_t now) {
+  return h->fails && now < h->until;
+}
+
+int qm_policy_pick_server(const qm_server_facts *f, size_t n, uint64_t now) {
+  int best = -1, soonest = -1;
+  size_t i;
+  for (i = 0; i < n; i++) {
+    const qm_server_facts *x = &f[i];
+    if (soonest < 0 || x->health.until < f[soonest].health.until)
+      soonest = (int)i;
+    if (qm_policy_server_backing_off(&x->health, now))
+      continue;
+    if (x->health.fails && x->handshaking)
+      continue; /* on trial: its probe decides */
+    if (best < 0 || x->streams < f[best].streams)
+      best = (int)i;
+  }
+  return best >= 0 ? best : soonest;
+}

@@ -76,4 +76,48 @@ typedef struct qm_policy_timers {
 qm_policy_timers qm_policy_on_streams(size_t nstreams, uint64_t keepalive_ms,
                                       uint64_t session_idle_ms);
 
+/* ---- several servers (every address of every --server is one) ---- */
+
+/* A server whose handshakes fail is skipped for a back-off: 1 s after the
+ * first failure, doubling with each failure in a row, at most 30 s. */
+#define QM_POLICY_BACKOFF_FIRST_NS (1000000000ull)
+#define QM_POLICY_BACKOFF_MAX_NS (30ull * 1000000000ull)
+
+/* What the dialer remembers of one server's handshakes (ns). */
+typedef struct qm_server_health {
+  uint32_t fails;     /* handshakes failed in a row */
+  uint64_t until;     /* skipped before this (0 = never failed) */
+  uint64_t failed_at; /* when the last counted failure was noted */
+} qm_server_health;
+
+/* The back-off after n failures in a row (n >= 1). */
+uint64_t qm_policy_backoff(uint32_t n);
+
+/* A handshake to the server failed at now; the session had started at
+ * started. Sessions that started before the last counted failure fail for
+ * the same reason (they were sent into the same outage), so they do not
+ * double the back-off again. Returns 1 if the failure was counted. */
+int qm_policy_server_failed(qm_server_health *h, uint64_t started,
+                            uint64_t now);
+/* A handshake to the server succeeded: it is usable again at once. */
+void qm_policy_server_ok(qm_server_health *h);
+
+/* Is the server backing off at now? */
+int qm_policy_server_backing_off(const qm_server_health *h, uint64_t now);
+
+/* One server as the next dial sees it. */
+typedef struct qm_server_facts {
+  qm_server_health health;
+  size_t streams;     /* streams open or queued on its sessions */
+  size_t handshaking; /* of its sessions, those still handshaking */
+} qm_server_facts;
+
+/* Which server the next stream goes to (an index into f), -1 if n == 0.
+ * Among the servers that are neither backing off nor on trial (failed
+ * before and a handshake under way: one probe at a time), the one with the
+ * fewest streams, the first of equals. When none qualifies, the one whose
+ * back-off ends first (a stream is never refused for it). One server is
+ * always picked: one server behaves as v2ray's pool. */
+int qm_policy_pick_server(const qm_server_facts *f, size_t n, uint64_t now);
+
 #endif

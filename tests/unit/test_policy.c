@@ -925,6 +925,177 @@ static void test_timers_follow_count(void **state) {
   assert_int_equal(a->pings, p);
 }
 
+/* ---- several servers: back-off and pick, in virtual time ---- */
+
+static void test_backoff_sequence(void **state) {
+  static const uint64_t want[] = {1, 2, 4, 8, 16, 30, 30, 30};
+  uint32_t i;
+  (void)state;
+  for (i = 0; i < 8; i++)
+    assert_int_equal(qm_policy_backoff(i + 1), want[i] * SEC);
+  assert_int_equal(qm_policy_backoff(UINT32_MAX), 30 * SEC);
+}
+
+static void test_server_failed_and_ok(void **state) {
+  qm_server_health h = {0};
+  (void)state;
+  assert_false(qm_policy_server_backing_off(&h, 0));
+  /* first failure at 5 s: skipped until 6 s */
+  assert_true(qm_policy_server_failed(&h, 4 * SEC, 5 * SEC));
+  assert_true(qm_policy_server_backing_off(&h, 5 * SEC));
+  assert_true(qm_policy_server_backing_off(&h, 6 * SEC - 1));
+  assert_false(qm_policy_server_backing_off(&h, 6 * SEC));
+  /* sessions started before that failure fail with it: no doubling */
+  assert_false(qm_policy_server_failed(&h, 4 * SEC + 1, 5 * SEC + 100 * MS));
+  assert_int_equal(h.until, 6 * SEC);
+  /* a probe started after the back-off fails: 2 s */
+  assert_true(qm_policy_server_failed(&h, 6 * SEC, 7 * SEC));
+  assert_int_equal(h.until, 9 * SEC);
+  assert_int_equal(h.fails, 2);
+  qm_policy_server_ok(&h);
+  assert_int_equal(h.fails, 0);
+  assert_false(qm_policy_server_backing_off(&h, 7 * SEC));
+  /* after a success the next failure starts again at 1 s */
+  assert_true(qm_policy_server_failed(&h, 0, 10 * SEC));
+  assert_int_equal(h.until, 11 * SEC);
+}
+
+static void test_pick_server_table(void **state) {
+  qm_server_facts f[3];
+  (void)state;
+  memset(f, 0, sizeof(f));
+  assert_int_equal(qm_policy_pick_server(f, 0, 0), -1);
+  /* ties in order */
+  assert_int_equal(qm_policy_pick_server(f, 3, 0), 0);
+  /* fewest streams first */
+  f[0].streams = 3;
+  f[1].streams = 1;
+  f[2].streams = 1;
+  assert_int_equal(qm_policy_pick_server(f, 3, 0), 1);
+  /* backing off: skipped even with fewer streams */
+  f[1].health.fails = 1;
+  f[1].health.until = 10 * SEC;
+  assert_int_equal(qm_policy_pick_server(f, 3, 9 * SEC), 2);
+  /* back-off over: tried again */
+  assert_int_equal(qm_policy_pick_server(f, 3, 10 * SEC), 1);
+  /* on trial (its probe handshaking): skipped */
+  f[1].handshaking = 1;
+  assert_int_equal(qm_policy_pick_server(f, 3, 10 * SEC), 2);
+  /* every server backing off: the one whose back-off ends first */
+  f[0].health = (qm_server_health){1, 20 * SEC, 19 * SEC};
+  f[2].health = (qm_server_health){1, 15 * SEC, 14 * SEC};
+  f[1].health.until = 12 * SEC;
+  f[1].handshaking = 0;
+  assert_int_equal(qm_policy_pick_server(f, 3, 11 * SEC), 1);
+  /* one server: always it, whatever its state (v2ray's pool) */
+  assert_int_equal(qm_policy_pick_server(&f[0], 1, 11 * SEC), 0);
+  f[0].handshaking = 5;
+  assert_int_equal(qm_policy_pick_server(&f[0], 1, 25 * SEC), 0);
+}
+
+/* Three servers, the third down: dials every 50 ms for 40 s, each
+ * connection lasting 300 ms; a handshake to the dead server times out after
+ * 1 s and moves its queued streams (as the dialer's requeue does). The dead
+ * one comes back at 30 s. */
+#define SV_N 3
+typedef struct sv_sess {
+  int server;
+  uint64_t started, fails_at; /* fails_at 0: handshake succeeds */
+  size_t queued;
+} sv_sess;
+
+static void test_three_servers_one_down(void **state) {
+  qm_server_health h[SV_N];
+  uint64_t ends[4096];
+  int where[4096];
+  size_t nconn = 0, failed = 0, moved = 0, on_dead_after = 0, i;
+  sv_sess probe = {-1, 0, 0, 0};
+  uint64_t now, back = 30 * SEC, reused = 0, probes = 0;
+  size_t per[SV_N] = {0};
+  (void)state;
+  memset(h, 0, sizeof(h));
+  for (now = 0; now < 40 * SEC; now += 50 * MS) {
+    qm_server_facts f[SV_N];
+    int k;
+    int dead_alive = now >= back;
+    /* the probe session to server 2 ends: fail (down) or succeed (back) */
+    if (probe.server >= 0 && now >= probe.fails_at) {
+      if (probe.started < back) {
+        qm_policy_server_failed(&h[2], probe.started, now);
+        /* its queued streams move to another server */
+        for (i = 0; i < nconn; i++)
+          if (where[i] == -2) {
+            memset(f, 0, sizeof(f));
+            for (k = 0; k < SV_N; k++) {
+              size_t j;
+              f[k].health = h[k];
+              for (j = 0; j < nconn; j++)
+                f[k].streams += where[j] == k && ends[j] > now;
+            }
+            k = qm_policy_pick_server(f, SV_N, now);
+            if (k == 2) {
+              failed++; /* would wait on the dead one again */
+              where[i] = -1;
+              continue;
+            }
+            where[i] = k;
+            ends[i] = now + 300 * MS;
+            moved++;
+          }
+      } else {
+        qm_policy_server_ok(&h[2]);
+        if (!reused)
+          reused = now;
+      }
+      probe.server = -1;
+    }
+    memset(f, 0, sizeof(f));
+    for (k = 0; k < SV_N; k++) {
+      f[k].health = h[k];
+      for (i = 0; i < nconn; i++)
+        f[k].streams +=
+            (where[i] == k && ends[i] > now) || (k == 2 && where[i] == -2);
+    }
+    f[2].handshaking = probe.server >= 0;
+    k = qm_policy_pick_server(f, SV_N, now);
+    assert_true(k >= 0 && k < SV_N);
+    assert_true(nconn < 4096);
+    if (k == 2 && !dead_alive) {
+      /* queued on a handshake that will time out */
+      where[nconn] = -2;
+      ends[nconn] = 0;
+      if (probe.server < 0) {
+        probe = (sv_sess){2, now, now + 1 * SEC, 0};
+        probes++;
+      }
+      if (now > 2 * SEC)
+        on_dead_after++;
+    } else {
+      if (k == 2 && probe.server < 0 && h[2].fails)
+        probe = (sv_sess){2, now, now + 20 * MS, 0}; /* handshake ok */
+      where[nconn] = k;
+      ends[nconn] = now + 300 * MS;
+      per[k]++;
+    }
+    nconn++;
+  }
+  /* no connection failed: every one queued on the dead server moved */
+  assert_int_equal(failed, 0);
+  assert_true(moved > 0);
+  for (i = 0; i < nconn; i++)
+    assert_true(where[i] >= 0);
+  /* the dead one was probed with growing back-offs (1+1, 2+1, 4+1, 8+1,
+   * 16+1 s: 5 probes before 30 s), one connection each after the first */
+  assert_true(probes >= 4 && probes <= 6);
+  assert_true(on_dead_after <= probes);
+  /* the live two shared the load */
+  assert_true(per[0] > nconn / 4 && per[1] > nconn / 4);
+  /* back at 30 s: used again within its back-off (at most 30 s) */
+  assert_true(reused >= back);
+  assert_true(reused - back <= QM_POLICY_BACKOFF_MAX_NS);
+  assert_true(per[2] > 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_can_take_table),
@@ -966,6 +1137,10 @@ int main(void) {
                                       teardown),
       cmocka_unit_test_setup_teardown(test_timers_follow_count, setup,
                                       teardown),
+      cmocka_unit_test(test_backoff_sequence),
+      cmocka_unit_test(test_server_failed_and_ok),
+      cmocka_unit_test(test_pick_server_table),
+      cmocka_unit_test(test_three_servers_one_down),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
