@@ -7,6 +7,13 @@
  * that arrive while a session is handshaking wait on it (up to v2ray's 32
  * streams) instead of starting sessions of their own. A cleanup every 60 s
  * drops inactive sessions. Everything runs on the dialer's loop: no locks.
+ *
+ * Several servers: every address of the name dialled, or of every entry of
+ * the dialer's server set (qm_dialer_set_servers), is one server. Each
+ * stream goes to the server qm_policy_pick_server chooses (fewest streams;
+ * servers whose handshakes failed are skipped for a growing back-off), then
+ * to that server's sessions as above. Streams queued on a handshake that
+ * failed move to another server. With one address nothing of this shows.
  */
 #include <arpa/inet.h>
 #include <stddef.h>
@@ -19,6 +26,7 @@
 #include "policy.h"
 #include "pool.h"
 #include "resolve.h"
+#include "servers.h"
 #include "session.h"
 #include "tls.h"
 
@@ -38,13 +46,42 @@ struct qm_dialer {
   uint64_t dropped_dead; /* datagrams dropped by sessions already freed */
   qm_totals totals;      /* sessions started; counts of sessions freed */
   size_t resolving;      /* streams waiting for a name */
+  qm_servers servers;    /* health per server address */
+  /* the server set of qm_dialer_set_servers */
+  struct set_entry *set;
+  size_t nset;
+  unsigned set_gen;    /* lookups of an older set are ignored */
+  qm_addrlist *merged; /* every address of the set, in order */
+  qm_stream *waiting;  /* streams waiting for the set's first addresses */
+  int freeing;
 };
+
+typedef struct set_entry {
+  char host[256];
+  uint16_t port;
+  qm_addrlist *list; /* the last good answer, or NULL */
+  int resolving;
+  int numeric; /* an IP literal: list never changes */
+} set_entry;
+
+typedef struct set_lookup {
+  qm_dialer *d;
+  unsigned gen;
+  size_t idx;
+} set_lookup;
 
 typedef struct sess_ref {
   qm_dialer *d;
   qm_session *s;
   char key[INET6_ADDRSTRLEN + 8];
+  struct sockaddr_storage addr; /* the server */
+  uint64_t started;             /* ns, for the back-off */
+  int failure_noted;
 } sess_ref;
+
+static uint64_t now_ns(const qm_dialer *d) {
+  return (uint64_t)(ev_now(d->loop) * 1e9);
+}
 
 /* The pool sees sessions through these; the pool's "session" is a sess_ref. */
 static int op_is_active(void *p, void *ud) {
@@ -68,6 +105,7 @@ static const qm_pool_ops pool_ops = {op_is_active, op_can_take, op_destroy};
 
 static void sess_on_dead(qm_session *s, void *ud);
 static void sess_on_requeue(qm_session *s, qm_stream *st, int failed, void *ud);
+static void sess_on_ready(qm_session *s, void *ud);
 
 static void addr_key(const struct sockaddr_storage *ss, char *key,
                      size_t keylen) {
@@ -87,19 +125,52 @@ static void addr_key(const struct sockaddr_storage *ss, char *key,
   snprintf(key, keylen, "%s|%u", ip, port);
 }
 
-/* Put st on the first session of its current address that can take it, or
- * on a new session. */
+static void count_server(void *p, void *arg) {
+  sess_ref *r = p;
+  qm_server_facts *f = arg;
+  f->streams += qm_session_stream_count(r->s);
+  if (qm_session_state_of(r->s) == QM_SESS_HANDSHAKING)
+    f->handshaking++;
+}
+
+/* Which of st's addresses (servers) it goes to: one address is always
+ * it; otherwise the policy's choice from each server's health and load. */
+static unsigned pick_server(qm_dialer *d, const qm_stream *st) {
+  qm_server_facts f[QM_MAX_ADDRS];
+  size_t i, n = st->addrs->n;
+  int k;
+  if (n <= 1)
+    return 0;
+  memset(f, 0, n * sizeof(f[0]));
+  for (i = 0; i < n; i++) {
+    char key[INET6_ADDRSTRLEN + 8];
+    qm_server_row *row;
+    addr_key(&st->addrs->addr[i], key, sizeof(key));
+    if ((row = qm_servers_find(&d->servers, key)))
+      f[i].health = row->health;
+    qm_pool_foreach_key(d->pool, key, count_server, &f[i]);
+  }
+  k = qm_policy_pick_server(f, n, now_ns(d));
+  return k < 0 ? 0 : (unsigned)k;
+}
+
+/* Put st on the server the policy picks: on its first session that can
+ * take it, or on a new session. */
 static int place_stream(qm_dialer *d, qm_stream *st) {
-  const struct sockaddr_storage *addr = &st->addrs->addr[st->addr_idx];
-  socklen_t addrlen = st->addrs->len[st->addr_idx];
+  const struct sockaddr_storage *addr;
+  socklen_t addrlen;
   char key[INET6_ADDRSTRLEN + 8], err[256];
   sess_ref *r;
   int rv;
 
+  st->addr_idx = pick_server(d, st);
+  addr = &st->addrs->addr[st->addr_idx];
+  addrlen = st->addrs->len[st->addr_idx];
   addr_key(addr, key, sizeof(key));
   r = qm_pool_pick(d->pool, key);
   if (!r) {
     qm_session_owner owner = {0};
+    qm_server_row *row;
     qm_pool_prune(d->pool, key);
     /* Caps: a clear error for this one connection, nothing else touched. */
     if (!qm_policy_may_open_session(
@@ -116,9 +187,12 @@ static int place_stream(qm_dialer *d, qm_stream *st) {
     if (!r)
       return QM_ENOMEM;
     r->d = d;
+    r->started = now_ns(d);
+    memcpy(&r->addr, addr, sizeof(r->addr));
     snprintf(r->key, sizeof(r->key), "%s", key);
     owner.on_dead = sess_on_dead;
     owner.on_requeue = sess_on_requeue;
+    owner.on_ready = sess_on_ready;
     owner.ud = r;
     rv = qm_session_client_new(&r->s, &d->io, d->tls, &d->settings,
                                (const struct sockaddr *)addr, addrlen, &owner,
@@ -129,6 +203,8 @@ static int place_stream(qm_dialer *d, qm_stream *st) {
       return rv;
     }
     d->totals.sessions_opened++;
+    if ((row = qm_servers_get(&d->servers, key, (const struct sockaddr *)addr)))
+      row->sessions_opened++;
     if ((rv = qm_pool_add(d->pool, key, r)) != 0) {
       qm_session_free(r->s);
       free(r);
@@ -140,6 +216,39 @@ static int place_stream(qm_dialer *d, qm_stream *st) {
   }
   qm_session_attach(r->s, st);
   return 0;
+}
+
+/* A handshake of r's session failed: its server backs off (once per
+ * session; sessions of the same outage do not double the back-off). */
+static void note_failure(qm_dialer *d, sess_ref *r, int err) {
+  qm_server_row *row;
+  if (r->failure_noted || err == QM_ECLOSED)
+    return;
+  r->failure_noted = 1;
+  row = qm_servers_get(&d->servers, r->key, (const struct sockaddr *)&r->addr);
+  if (!row)
+    return;
+  row->handshakes_failed++;
+  if (qm_policy_server_failed(&row->health, r->started, now_ns(d)))
+    QM_WARN("dialer",
+            "server %s: handshake failed (%s), %u in a row: skipped for "
+            "%.0f s",
+            row->name, qm_strerror(err), row->health.fails,
+            (double)qm_policy_backoff(row->health.fails) / 1e9);
+}
+
+static void sess_on_ready(qm_session *s, void *ud) {
+  sess_ref *r = ud;
+  qm_server_row *row =
+      qm_servers_get(&r->d->servers, r->key, (const struct sockaddr *)&r->addr);
+  (void)s;
+  if (!row)
+    return;
+  row->handshakes_ok++;
+  if (row->health.fails)
+    QM_WARN("dialer", "server %s answers again after %u failed handshakes",
+            row->name, row->health.fails);
+  qm_policy_server_ok(&row->health);
 }
 
 /* on_close for a stream that never reached a session runs from the task,
@@ -168,7 +277,8 @@ static void fail_task_run(qm_task *t) {
 static void sess_on_dead(qm_session *s, void *ud) {
   sess_ref *r = ud;
   qm_dialer *d = r->d;
-  (void)s;
+  if (qm_session_died_handshaking(s))
+    note_failure(d, r, qm_session_close_error(s));
   if (qm_pool_remove(d->pool, r) == 0) {
     d->dropped_dead += qm_session_dropped(r->s);
     qm_session_add_totals(r->s, &d->totals, 1);
@@ -181,16 +291,15 @@ static void sess_on_requeue(qm_session *s, qm_stream *st, int failed,
                             void *ud) {
   sess_ref *r = ud;
   int rv;
-  (void)s;
   if (failed) {
-    /* The handshake to this address failed: try the next one, in order. */
-    if (st->addr_idx + 1 >= st->addrs->n) {
-      QM_WARN("dialer", "no address of the server answered (%zu tried)",
-              st->addrs->n);
+    /* The handshake to this server failed: it backs off, and the stream
+     * moves to another server, at most once per server it may go to. */
+    note_failure(r->d, r, qm_session_close_error(s));
+    if (++st->addr_tries >= st->addrs->n) {
+      QM_WARN("dialer", "no server answered (%u tried)", st->addr_tries);
       fail_stream(r->d, st, qm_session_close_error(s));
       return;
     }
-    st->addr_idx++;
   }
   if ((rv = place_stream(r->d, st)) != 0)
     fail_stream(r->d, st, rv);
@@ -208,6 +317,168 @@ static void cleanup_cb(struct ev_loop *loop, ev_timer *w, int revents) {
 
 static char *dup_or_null(const char *s) {
   return s ? strdup(s) : NULL;
+}
+
+/* ---- the server set ---- */
+
+static void set_clear(qm_dialer *d) {
+  size_t i;
+  for (i = 0; i < d->nset; i++)
+    qm_addrlist_unref(d->set[i].list);
+  free(d->set);
+  d->set = NULL;
+  d->nset = 0;
+  qm_addrlist_unref(d->merged);
+  d->merged = NULL;
+  d->set_gen++;
+}
+
+/* Every address of the set, in the set's order, each once. */
+static void set_merge(qm_dialer *d) {
+  qm_addrlist *m = calloc(1, sizeof(*m));
+  size_t i, j, k;
+  if (!m)
+    return; /* keep the old one */
+  m->refs = 1;
+  for (i = 0; i < d->nset; i++) {
+    const qm_addrlist *l = d->set[i].list;
+    for (j = 0; l && j < l->n && m->n < QM_MAX_ADDRS; j++) {
+      for (k = 0; k < m->n; k++)
+        if (m->len[k] == l->len[j] &&
+            !memcmp(&m->addr[k], &l->addr[j], l->len[j]))
+          break;
+      if (k < m->n)
+        continue;
+      m->addr[m->n] = l->addr[j];
+      m->len[m->n++] = l->len[j];
+    }
+  }
+  qm_addrlist_unref(d->merged);
+  d->merged = m;
+  /* a row per server, so that SIGUSR1 lists servers not dialled yet */
+  for (k = 0; k < m->n; k++) {
+    char key[INET6_ADDRSTRLEN + 8];
+    addr_key(&m->addr[k], key, sizeof(key));
+    qm_servers_get(&d->servers, key, (const struct sockaddr *)&m->addr[k]);
+  }
+}
+
+static void set_entry_answer(qm_dialer *d, set_entry *e, qm_addrlist *l) {
+  if (l == e->list) {
+    qm_addrlist_unref(l);
+    return;
+  }
+  qm_addrlist_unref(e->list);
+  e->list = l; /* takes the caller's reference */
+  set_merge(d);
+}
+
+/* Streams waiting for the set's addresses: place them once there are
+ * some; fail them when no lookup is left that could bring any. */
+static void flush_waiting(qm_dialer *d) {
+  size_t i;
+  int pending = 0, have;
+  qm_stream *st;
+  for (i = 0; i < d->nset; i++)
+    pending |= d->set[i].resolving;
+  have = d->merged && d->merged->n > 0 && !d->freeing;
+  if (!have && pending && !d->freeing)
+    return;
+  while ((st = d->waiting)) {
+    int rv;
+    d->waiting = st->dnext;
+    st->dnext = NULL;
+    st->dialer = NULL;
+    d->resolving--;
+    if (!have || st->close_err) {
+      fail_stream(d, st, st->close_err ? st->close_err : QM_ERESOLVE);
+      continue;
+    }
+    qm_addrlist_ref(d->merged);
+    st->addrs = d->merged;
+    if ((rv = place_stream(d, st)) != 0)
+      fail_stream(d, st, rv);
+  }
+}
+
+static void set_resolved(qm_addrlist *list, int err, void *ud) {
+  set_lookup *lk = ud;
+  qm_dialer *d = lk->d;
+  (void)err;
+  if (lk->gen == d->set_gen && lk->idx < d->nset) {
+    set_entry *e = &d->set[lk->idx];
+    e->resolving = 0;
+    if (list) {
+      qm_addrlist_ref(list);
+      set_entry_answer(d, e, list); /* a failed lookup keeps the old list */
+    }
+    flush_waiting(d);
+  }
+  free(lk);
+}
+
+static int is_ip(const char *host) {
+  struct in6_addr a;
+  return inet_pton(AF_INET, host, &a) == 1 ||
+         inet_pton(AF_INET6, host, &a) == 1;
+}
+
+/* Bring the set's addresses up to date: IP literals once, names from the
+ * resolver's cache or by a lookup (the old addresses serve meanwhile). */
+static void set_refresh(qm_dialer *d) {
+  size_t i;
+  for (i = 0; i < d->nset; i++) {
+    set_entry *e = &d->set[i];
+    qm_addrlist *now = NULL;
+    set_lookup *lk;
+    if (e->resolving || (e->numeric && e->list))
+      continue;
+    if (!(lk = calloc(1, sizeof(*lk))))
+      continue;
+    lk->d = d;
+    lk->gen = d->set_gen;
+    lk->idx = i;
+    if (qm_resolve(d->resolver, e->host, e->port, &now, set_resolved, lk) !=
+        0) {
+      free(lk);
+      continue;
+    }
+    if (now) {
+      free(lk);
+      e->numeric = is_ip(e->host);
+      set_entry_answer(d, e, now);
+    } else {
+      e->resolving = 1;
+    }
+  }
+}
+
+int qm_dialer_set_servers(qm_dialer *d, const char *const *servers, size_t n) {
+  set_entry *v;
+  size_t i;
+  if (!d || (n && !servers) || n > QM_MAX_ADDRS)
+    return QM_EINVAL;
+  v = n ? calloc(n, sizeof(*v)) : NULL;
+  if (n && !v)
+    return QM_ENOMEM;
+  for (i = 0; i < n; i++) {
+    char err[128];
+    if (!servers[i] ||
+        qm_split_hostport(servers[i], v[i].host, sizeof(v[i].host), &v[i].port,
+                          err, sizeof(err)) != 0 ||
+        v[i].port == 0) {
+      QM_ERROR("dialer", "server %zu '%s': want HOST:PORT", i + 1,
+               servers[i] ? servers[i] : "(null)");
+      free(v);
+      return QM_EINVAL;
+    }
+  }
+  set_clear(d);
+  d->set = v;
+  d->nset = n;
+  set_refresh(d);
+  flush_waiting(d);
+  return 0;
 }
 
 int qm_dialer_new(qm_dialer **out, struct ev_loop *loop, const qm_settings *s) {
@@ -267,11 +538,15 @@ void qm_dialer_free(qm_dialer *d) {
     ev_ref(d->loop);
     ev_timer_stop(d->loop, &d->cleanup);
   }
+  d->freeing = 1;
   if (d->resolver)
     qm_resolver_free(d->resolver); /* pending dials fail (QM_ERESOLVE) */
+  flush_waiting(d);
   if (d->pool)
     qm_pool_free(d->pool);
   fail_task_run(&d->fail_task);
+  set_clear(d);
+  qm_servers_clear(&d->servers);
   qm_tls_ctx_free(d->tls);
   if (d->io.loop)
     qm_io_clear(&d->io);
@@ -301,6 +576,30 @@ static void resolved(qm_addrlist *list, int err, void *ud) {
     fail_stream(d, st, rv);
 }
 
+/* qm_dial with host NULL: one of the set's servers. */
+static int dial_set(qm_dialer *d, qm_stream *st, qm_stream **out) {
+  int rv;
+  set_refresh(d);
+  *out = st;
+  if (d->merged && d->merged->n) {
+    qm_addrlist_ref(d->merged);
+    st->addrs = d->merged;
+    if ((rv = place_stream(d, st)) != 0) {
+      *out = NULL;
+      qm_stream_destroy(st);
+      return rv;
+    }
+    return 0;
+  }
+  /* no address yet: wait for the first answer */
+  st->dialer = d;
+  st->dnext = d->waiting;
+  d->waiting = st;
+  d->resolving++;
+  flush_waiting(d); /* every lookup failed at once: fail it (deferred) */
+  return 0;
+}
+
 int qm_dial(qm_dialer *d, const char *host, uint16_t port,
             const qm_stream_cbs *cbs, void *ud, qm_stream **out) {
   qm_addrlist *now = NULL;
@@ -308,6 +607,8 @@ int qm_dial(qm_dialer *d, const char *host, uint16_t port,
   qm_stream *st;
   int rv;
 
+  if (!host && !d->nset)
+    return QM_EINVAL;
   qm_dialer_get_stats(d, &ds);
   if (ds.streams + d->resolving >= d->settings.max_streams) {
     QM_WARN("dialer", "stream limit %u reached: connection refused",
@@ -318,6 +619,8 @@ int qm_dial(qm_dialer *d, const char *host, uint16_t port,
   if (!st)
     return QM_ENOMEM;
   qm_stream_set_callbacks(st, cbs, ud);
+  if (!host)
+    return dial_set(d, st, out);
   /* An IP is used as is; a name is resolved without blocking the loop. */
   st->dialer = d;
   d->resolving++;
@@ -380,4 +683,31 @@ void qm_dialer_foreach_session(const qm_dialer *d,
                                void *ud) {
   foreach_arg a = {fn, ud};
   qm_pool_foreach(d->pool, info_one, &a);
+}
+
+void qm_dialer_foreach_server(const qm_dialer *d,
+                              void (*fn)(const qm_server_info *, void *),
+                              void *ud) {
+  uint64_t now = now_ns(d);
+  size_t i;
+  for (i = 0; i < d->servers.n; i++) {
+    const qm_server_row *row = &d->servers.rows[i];
+    qm_server_facts f;
+    qm_server_info in;
+    memset(&f, 0, sizeof(f));
+    memset(&in, 0, sizeof(in));
+    qm_pool_foreach_key(d->pool, row->key, count_server, &f);
+    snprintf(in.addr, sizeof(in.addr), "%s", row->name);
+    in.backing_off = qm_policy_server_backing_off(&row->health, now);
+    in.backoff_left_ms =
+        in.backing_off ? (row->health.until - now + 999999) / 1000000 : 0;
+    in.failures = row->health.fails;
+    in.sessions = qm_pool_count(d->pool, row->key);
+    in.handshaking = f.handshaking;
+    in.streams = f.streams;
+    in.sessions_opened = row->sessions_opened;
+    in.handshakes_ok = row->handshakes_ok;
+    in.handshakes_failed = row->handshakes_failed;
+    fn(&in, ud);
+  }
 }

@@ -318,3 +318,12 @@ void qm_pool_foreach(const qm_pool *p, void (*fn)(void *sess, void *arg),
     for (size_t i = 0; i < e->n; i++)
       fn(e->sess[i], arg);
 }
+
+void qm_pool_foreach_key(const qm_pool *p, const char *key,
+                         void (*fn)(void *sess, void *arg), void *arg) {
+  if (!p || !key || !fn)
+    return;
+  const qm_pool_entry *e = find_entry(p, key, hash_key(key));
+  for (size_t i = 0; e && i < e->n; i++)
+    fn(e->sess[i], arg);
+}

@@ -59,5 +59,8 @@ size_t qm_pool_keys(const qm_pool *p);
  * key). fn must not add or remove sessions. */
 void qm_pool_foreach(const qm_pool *p, void (*fn)(void *sess, void *arg),
                      void *arg);
+/* The same for the sessions of one key only, in insertion order. */
+void qm_pool_foreach_key(const qm_pool *p, const char *key,
+                         void (*fn)(void *sess, void *arg), void *arg);
 
 #endif /* QM_POOL_H */

@@ -9,7 +9,8 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#define QM_MAX_ADDRS 8
+/* Addresses of one name, and servers (addresses) of a dialer's set. */
+#define QM_MAX_ADDRS 32
 
 /* A shared, reference-counted list of addresses in the order to try them
  * (IPv4 first, as Go's resolver does for v2ray; SPEC §1.1). */

@@ -22,6 +22,9 @@ qm_session_state qm_session_state_of(const qm_session *s) {
 size_t qm_session_stream_count(const qm_session *s) {
   return s->nstreams;
 }
+int qm_session_died_handshaking(const qm_session *s) {
+  return s->died_handshaking;
+}
 int qm_session_is_active(const qm_session *s) {
   return s->state == QM_SESS_HANDSHAKING || s->state == QM_SESS_ESTABLISHED;
 }

@@ -29,6 +29,8 @@ typedef struct qm_session_owner {
    * places it on another session (or closes it). failed: the session's
    * handshake failed, so the next address may be worth a try. */
   void (*on_requeue)(qm_session *s, qm_stream *st, int failed, void *ud);
+  /* Client: the handshake completed (the server answers). Optional. */
+  void (*on_ready)(qm_session *s, void *ud);
   /* Server: connection ids to route to this session. */
   int (*add_cid)(qm_session *s, const uint8_t *cid, size_t len, void *ud);
   void (*remove_cid)(qm_session *s, const uint8_t *cid, size_t len, void *ud);
@@ -72,6 +74,8 @@ int qm_session_can_take(const qm_session *s);
 qm_session_state qm_session_state_of(const qm_session *s);
 size_t qm_session_stream_count(const qm_session *s);
 uint64_t qm_session_id(const qm_session *s);
+/* Nonzero once the session died before its handshake completed. */
+int qm_session_died_handshaking(const qm_session *s);
 /* Why the session ended (QM_ETIMEDOUT, QM_EREFUSED, ...). */
 int qm_session_close_error(const qm_session *s);
 /* Send CONNECTION_CLOSE (application error 0) and go dead. */

@@ -57,6 +57,8 @@ static int handshake_completed_cb(ngtcp2_conn *conn, void *ud) {
     s->state = QM_SESS_ESTABLISHED;
   QM_DEBUG("session", "session %llu: handshake done",
            (unsigned long long)s->id);
+  if (!s->server && s->owner.on_ready)
+    s->owner.on_ready(s, s->owner.ud);
   if (!s->server)
     qm_sess_open_pending(s);
   return 0;

@@ -226,13 +226,51 @@ size_t qm_stream_send_buffered(const qm_stream *s);
 typedef struct qm_dialer qm_dialer;
 
 int qm_dialer_new(qm_dialer **out, struct ev_loop *loop, const qm_settings *s);
-/* Open one stream to host:port through the session pool. The stream is
- * returned at once; cbs->on_open fires when it is open on the wire, or
+/* Open one stream to host:port through the session pool (host NULL: to
+ * the server set, see qm_dialer_set_servers). The stream is returned at
+ * once; cbs->on_open fires when it is open on the wire, or
  * cbs->on_close with an error. Bytes written before that are buffered. */
 int qm_dial(qm_dialer *d, const char *host, uint16_t port,
             const qm_stream_cbs *cbs, void *ud, qm_stream **out);
 /* Close every session; streams get on_close(QM_ECLOSED). */
 void qm_dialer_free(qm_dialer *d);
+
+/*
+ * Several servers (SONAME 1 on). Every address of a server counts as one
+ * server: the addresses of the name given to qm_dial, or of every entry of
+ * the set below. Each new stream goes to the server with the fewest open
+ * streams (the first of equals), then to that server's sessions as v2ray's
+ * pool does (first usable session, else a new one on a new UDP socket). A
+ * server whose handshake fails (timeout, ICMP unreachable, refused, TLS) is
+ * skipped for 1 s, doubling with each failure in a row up to 30 s, and
+ * tried again by one session after that; the streams that were waiting on
+ * the failed handshake move to another server instead of failing. With one
+ * address all this is invisible.
+ *
+ * The set: up to 32 entries "HOST:PORT" ("[V6]:PORT", names resolved as
+ * qm_dial resolves them, again when the resolver's 60 s cache runs out; at
+ * most 32 addresses in all). qm_dial(d, NULL, 0, ...) then dials the set.
+ * Calling it again replaces the set (the servers' health is kept); n = 0
+ * removes it. QM_EINVAL (and a log line) on a bad entry.
+ */
+int qm_dialer_set_servers(qm_dialer *d, const char *const *servers, size_t n);
+
+/* One server (address) as the dialer sees it. */
+typedef struct qm_server_info {
+  char addr[64];            /* "IP:PORT" or "[V6]:PORT" */
+  int backing_off;          /* skipped by new streams now */
+  uint64_t backoff_left_ms; /* until it is tried again (0 when up) */
+  uint32_t failures;        /* handshakes failed in a row */
+  size_t sessions;          /* in the pool now */
+  size_t handshaking;       /* of those, still handshaking */
+  size_t streams;           /* open or queued on its sessions */
+  uint64_t sessions_opened; /* since the dialer was made */
+  uint64_t handshakes_ok, handshakes_failed;
+} qm_server_info;
+/* Call fn for every server dialled or in the set, in the order first seen. */
+void qm_dialer_foreach_server(const qm_dialer *d,
+                              void (*fn)(const qm_server_info *, void *),
+                              void *ud);
 
 /* Why sessions ended: the index into qm_totals.sessions_closed. */
 enum {
