@@ -79,7 +79,7 @@ int qm_policy_server_backing_off(const qm_server_health *h, uint64_t now) {
 }
 
 int qm_policy_pick_server(const qm_server_facts *f, size_t n, uint64_t now) {
-  int best = -1, soonest = -1;
+  int best = -1, soonest = -1, due = -1;
   size_t i;
   for (i = 0; i < n; i++) {
     const qm_server_facts *x = &f[i];
@@ -87,10 +87,17 @@ int qm_policy_pick_server(const qm_server_facts *f, size_t n, uint64_t now) {
       soonest = (int)i;
     if (qm_policy_server_backing_off(&x->health, now))
       continue;
-    if (x->health.fails && x->handshaking)
-      continue; /* on trial: its probe decides */
+    if (x->health.fails) {
+      /* back-off over: the first such server is probed by this stream,
+       * unless a probe is under way (one at a time: it decides) */
+      if (!x->handshaking && due < 0)
+        due = (int)i;
+      continue;
+    }
     if (best < 0 || x->streams < f[best].streams)
       best = (int)i;
   }
+  if (due >= 0)
+    return due;
   return best >= 0 ? best : soonest;
 }

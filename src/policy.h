@@ -113,11 +113,14 @@ typedef struct qm_server_facts {
 } qm_server_facts;
 
 /* Which server the next stream goes to (an index into f), -1 if n == 0.
- * Among the servers that are neither backing off nor on trial (failed
- * before and a handshake under way: one probe at a time), the one with the
- * fewest streams, the first of equals. When none qualifies, the one whose
- * back-off ends first (a stream is never refused for it). One server is
- * always picked: one server behaves as v2ray's pool. */
+ * A server whose back-off is over and that no session is probing yet is
+ * tried again at once: the stream goes to it (the first such one). Else,
+ * among the servers that never failed or answered since, the one with the
+ * fewest streams, the first of equals; a server that backs off or is on
+ * trial (failed before, its probe handshaking) is skipped. When none
+ * qualifies, the one whose back-off ends first (a stream is never refused
+ * for it). One server is always picked: one server behaves as v2ray's
+ * pool. */
 int qm_policy_pick_server(const qm_server_facts *f, size_t n, uint64_t now);
 
 #endif

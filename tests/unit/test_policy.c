@@ -978,9 +978,26 @@ static void test_pick_server_table(void **state) {
   assert_int_equal(qm_policy_pick_server(f, 3, 9 * SEC), 2);
   /* back-off over: tried again */
   assert_int_equal(qm_policy_pick_server(f, 3, 10 * SEC), 1);
+  /* back-off over: tried at once, even with more streams than the others */
+  f[1].streams = 9;
+  assert_int_equal(qm_policy_pick_server(f, 3, 10 * SEC), 1);
+  f[1].streams = 1;
   /* on trial (its probe handshaking): skipped */
   f[1].handshaking = 1;
   assert_int_equal(qm_policy_pick_server(f, 3, 10 * SEC), 2);
+  /* two due for a retry: the first is probed; then (on trial) the next */
+  {
+    qm_server_facts g[3];
+    memset(g, 0, sizeof(g));
+    g[1].health = (qm_server_health){2, 5 * SEC, 3 * SEC};
+    g[2].health = (qm_server_health){1, 4 * SEC, 3 * SEC};
+    assert_int_equal(qm_policy_pick_server(g, 3, 4 * SEC), 2);
+    assert_int_equal(qm_policy_pick_server(g, 3, 5 * SEC), 1);
+    g[1].handshaking = 1;
+    assert_int_equal(qm_policy_pick_server(g, 3, 5 * SEC), 2);
+    g[2].handshaking = 1;
+    assert_int_equal(qm_policy_pick_server(g, 3, 5 * SEC), 0);
+  }
   /* every server backing off: the one whose back-off ends first */
   f[0].health = (qm_server_health){1, 20 * SEC, 19 * SEC};
   f[2].health = (qm_server_health){1, 15 * SEC, 14 * SEC};
