@@ -744,7 +744,8 @@ static int parse_tunnel(cfgctx *x, json_t *t, size_t idx, tunnel_cfg *c) {
       return fail(x, p,
                   "unknown key (allowed here: role, tag, listen, server, "
                   "target, streamSettings, maxStreams, idleTimeout, "
-                  "keepAlive, sessionIdle, maxSessions, maxSessionsPerServer, "
+                  "handshakeTimeout, keepAlive, sessionIdle, maxSessions, "
+                  "maxSessionsPerServer, "
                   "maxConnections, retry, congestion, drain, qlogDir, "
                   "qlogMaxFiles)");
     if (json_is_null(v))
@@ -755,6 +756,25 @@ static int parse_tunnel(cfgctx *x, json_t *t, size_t idx, tunnel_cfg *c) {
                   o->id == OPT_SERVER   ? " (a server tunnel has \"target\")"
                   : o->id == OPT_TARGET ? " (a client tunnel has \"server\")"
                                         : "");
+    if (o->id == OPT_SERVER && json_is_array(v)) {
+      /* several servers: ["a:443", "b:443"] */
+      size_t i;
+      json_t *e;
+      if (json_array_size(v) == 0)
+        return fail(x, p, "empty list: want \"HOST:PORT\" or a list of them");
+      json_array_foreach(v, i, e) {
+        char pi[540];
+        snprintf(pi, sizeof(pi), "%s[%zu]", p, i);
+        if (!json_is_string(e))
+          return fail(x, pi, "want a string \"HOST:PORT\", got %s", jtype(e));
+        if (tunnel_cfg_set(c, o, pi, json_string_value(e), err, sizeof(err)) !=
+            0) {
+          snprintf(x->err, sizeof(x->err), "%s", err);
+          return -1;
+        }
+      }
+      continue;
+    }
     if (o->type == T_NUM) {
       if (!json_is_integer(v))
         return fail(x, p, "want a whole number from %ld to %ld, got %s", o->lo,
@@ -764,7 +784,10 @@ static int parse_tunnel(cfgctx *x, json_t *t, size_t idx, tunnel_cfg *c) {
     } else {
       if (!json_is_string(v))
         return fail(x, p, "want a string%s, got %s",
-                    o->type == T_ADDR ? " \"HOST:PORT\"" : "", jtype(v));
+                    o->id == OPT_SERVER ? " \"HOST:PORT\" or a list of them"
+                    : o->type == T_ADDR ? " \"HOST:PORT\""
+                                        : "",
+                    jtype(v));
       val = json_string_value(v);
     }
     if (tunnel_cfg_set(c, o, p, val, err, sizeof(err)) != 0) {

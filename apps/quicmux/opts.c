@@ -23,7 +23,10 @@ const opt_def opt_table[] = {
    "client: TCP address to accept connections on; server: UDP address for "
    "QUIC"},
   {OPT_SERVER, "server", NULL, NULL, "server", T_ADDR, 0, 0, MODE_CLIENT,
-   "HOST:PORT", "QUIC server to carry connections to"},
+   "HOST:PORT", "QUIC server to carry connections to; repeat it (config: a "
+   "list) for several, up to 32: every address of a name is one server, new "
+   "connections go to the one with the fewest, one whose handshakes fail is "
+   "skipped for 1 s, doubling to 30 s"},
   {OPT_TARGET, "target", NULL, NULL, "target", T_ADDR, 0, 0, MODE_SERVER,
    "HOST:PORT", "TCP address each stream is connected to"},
   {OPT_TAG, "tag", NULL, NULL, "tag", T_STR, 0, 0, CS, "NAME",
@@ -67,6 +70,10 @@ const opt_def opt_table[] = {
   {OPT_IDLE, "idle-timeout", NULL, NULL, "idleTimeout", T_NUM, 1, 3600, CS,
    "SEC", "QUIC idle timeout, 1-3600 (default 30 client, 45 server; v2ray "
    "peers treat values under 5 as 5)"},
+  {OPT_HANDSHAKE_TIMEOUT, "handshake-timeout", NULL, NULL, "handshakeTimeout",
+   T_NUM, 1, 60, CS, "SEC",
+   "give up a QUIC handshake after SEC seconds, 1-60; a client then moves "
+   "the waiting connections to another server (default 8)"},
   {OPT_KEEPALIVE, "keepalive", NULL, NULL, "keepAlive", T_NUM, 0, 3600,
    MODE_CLIENT, "SEC",
    "PING after SEC quiet seconds while a session carries connections, so a "
@@ -323,6 +330,15 @@ int tunnel_cfg_set(tunnel_cfg *c, const opt_def *o, const char *where,
     c->listen = v;
     break;
   case OPT_SERVER:
+    if (c->nservers >= TUNNEL_MAX_SERVERS) {
+      snprintf(err, errlen, "%s '%s': at most %d servers", where, v,
+               TUNNEL_MAX_SERVERS);
+      return -1;
+    }
+    c->server_where[c->nservers] = where;
+    c->servers[c->nservers++] = v;
+    c->remote = c->servers[0];
+    break;
   case OPT_TARGET:
     c->remote = v;
     break;
@@ -381,6 +397,9 @@ int tunnel_cfg_set(tunnel_cfg *c, const opt_def *o, const char *where,
     break;
   case OPT_IDLE:
     c->s.idle_timeout_ms = 1000ull * (uint64_t)n;
+    break;
+  case OPT_HANDSHAKE_TIMEOUT:
+    c->s.handshake_timeout_ms = 1000ull * (uint64_t)n;
     break;
   case OPT_KEEPALIVE:
     c->s.keepalive_ms = 1000ull * (uint64_t)n;
@@ -529,6 +548,25 @@ static int check_addr(tunnel_cfg *c, opt_id id, const char *v, char *host,
   return 0;
 }
 
+/* Client: every --server (the first one gives remote_host/remote_port);
+ * a message names the entry that is wrong ("tunnels[0].server[2]"). */
+static int check_servers(tunnel_cfg *c, char *err, size_t errlen) {
+  const char **w = &c->where[OPT_SERVER - OPT__FIRST], *last = *w;
+  size_t i, n = c->nservers ? c->nservers : 1;
+  int rv = 0;
+  for (i = 0; i < n && rv == 0; i++) {
+    char host[256];
+    uint16_t port;
+    if (i < c->nservers && c->server_where[i])
+      *w = c->server_where[i];
+    rv = check_addr(c, OPT_SERVER, i ? c->servers[i] : c->remote,
+                    i ? host : c->remote_host, i ? &port : &c->remote_port, 0,
+                    0, NULL, NULL, err, errlen);
+  }
+  *w = last;
+  return rv;
+}
+
 /* qlog: an existing directory this process may write in. */
 static int check_qlog_dir(const tunnel_cfg *c, char *err, size_t errlen) {
   char nb[160];
@@ -561,8 +599,7 @@ int tunnel_cfg_check(tunnel_cfg *c, char *err, size_t errlen) {
                  1, &c->listen_addr, &c->listen_len, err, errlen) != 0)
     return -1;
   if (c->role == MODE_CLIENT) {
-    if (check_addr(c, OPT_SERVER, c->remote, c->remote_host, &c->remote_port, 0,
-                   0, NULL, NULL, err, errlen) != 0)
+    if (check_servers(c, err, errlen) != 0)
       return -1;
     if (c->s.ca_file) {
       if (check_readable(c, OPT_CA, c->s.ca_file, err, errlen) != 0)
@@ -610,7 +647,15 @@ int tunnel_cfg_check(tunnel_cfg *c, char *err, size_t errlen) {
 }
 
 void tunnel_cfg_describe(const tunnel_cfg *c, char *buf, size_t len) {
-  char tls[300];
+  char tls[300], remote[512];
+  size_t i, off = 0;
+  snprintf(remote, sizeof(remote), "%s", c->remote ? c->remote : "");
+  for (i = 1; i < c->nservers && off < sizeof(remote); i++) {
+    if (i == 1)
+      off = strlen(remote);
+    off += (size_t)snprintf(remote + off, sizeof(remote) - off, ", %s",
+                            c->servers[i]);
+  }
   if (c->role == MODE_SERVER)
     snprintf(tls, sizeof(tls), "certificate %s",
              c->s.cert_file ? c->s.cert_file : "self-signed");
@@ -622,8 +667,10 @@ void tunnel_cfg_describe(const tunnel_cfg *c, char *buf, size_t len) {
   snprintf(buf, len, "%s on %s %s, %s %s (security %s, header %s, TLS %s)",
            c->role == MODE_CLIENT ? "client" : "server",
            c->role == MODE_CLIENT ? "tcp" : "udp", c->listen,
-           c->role == MODE_CLIENT ? "server" : "target", c->remote,
-           qm_security_name(c->s.security), qm_header_name(c->s.header), tls);
+           c->role == MODE_CLIENT ? (c->nservers > 1 ? "servers" : "server")
+                                  : "target",
+           remote, qm_security_name(c->s.security), qm_header_name(c->s.header),
+           tls);
 }
 
 /* ---- temporary files ---- */

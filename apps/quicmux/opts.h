@@ -43,6 +43,7 @@ typedef enum {
   OPT_TLS_KEY,
   OPT_MAX_STREAMS,
   OPT_IDLE,
+  OPT_HANDSHAKE_TIMEOUT,
   OPT_KEEPALIVE,
   OPT_FWMARK,
   OPT_SESSION_IDLE,
@@ -127,6 +128,9 @@ int opt_num(const opt_def *o, const char *where, const char *v, long *out,
 /* How option names are spelled in messages about a tunnel. */
 typedef enum { STYLE_CLI, STYLE_JSON, STYLE_PLUGIN } opt_style;
 
+/* --server given several times (or a list): at most this many. */
+#define TUNNEL_MAX_SERVERS 32
+
 /* The settings of one tunnel, whatever front end made them. */
 typedef struct tunnel_cfg {
   unsigned role; /* MODE_CLIENT or MODE_SERVER */
@@ -134,7 +138,11 @@ typedef struct tunnel_cfg {
   const char *prefix; /* JSON: "tunnels[1]" */
   const char *tag;
   const char *listen; /* HOST:PORT */
-  const char *remote; /* client: the QUIC server; server: the TCP target */
+  const char *remote; /* client: the (first) QUIC server; server: the TCP
+                         target */
+  const char *servers[TUNNEL_MAX_SERVERS];      /* client: every --server */
+  const char *server_where[TUNNEL_MAX_SERVERS]; /* for messages about one */
+  size_t nservers;
   qm_settings s;
   int insecure_set;      /* --insecure / allowInsecure given */
   int sni_set;           /* --sni given */

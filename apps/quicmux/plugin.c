@@ -279,6 +279,29 @@ static void hostport(char *buf, size_t len, const char *host,
     snprintf(buf, len, "%s:%s", host, port);
 }
 
+/* ss-local (3.3) passes its servers as "a|b|c" in SS_REMOTE_HOST: each one
+ * is a server of the client tunnel, as repeated --server options. */
+static int add_servers(tunnel_cfg *c, const char *hosts, const char *port,
+                       char *buf, size_t len) {
+  char *dup = strdup(hosts), *save = NULL, *tok;
+  int rv = 0;
+  if (!dup)
+    return -1;
+  c->nservers = 0;
+  for (tok = strtok_r(dup, "|", &save); tok; tok = strtok_r(NULL, "|", &save)) {
+    if (c->nservers >= TUNNEL_MAX_SERVERS) {
+      rv = -1;
+      break;
+    }
+    hostport(buf, len, tok, port);
+    c->servers[c->nservers++] = tunnel_cfg_strdup(c, buf);
+  }
+  free(dup);
+  if (c->nservers)
+    c->remote = c->servers[0];
+  return rv;
+}
+
 /* certRaw (base64 body) -> a PEM file, lines of 64. */
 static const char *cert_raw_file(const char *raw, char *err, size_t errlen) {
   size_t n = strlen(raw), i, o = 0, col = 0;
@@ -416,6 +439,15 @@ static int build(plugin_opts *po, tunnel_cfg **out, size_t *nout) {
     hostport(rbuf, sizeof(rbuf), po->remote_addr.v, po->remote_port.v);
     c->listen = tunnel_cfg_strdup(c, lbuf);
     c->remote = tunnel_cfg_strdup(c, rbuf);
+    if (!po->server && add_servers(c, po->remote_addr.v, po->remote_port.v,
+                                   rbuf, sizeof(rbuf)) != 0) {
+      perr("%s '%s': more than %d servers", po->remote_addr.where,
+           po->remote_addr.v, TUNNEL_MAX_SERVERS);
+      free(addrs);
+      *out = cfgs;
+      *nout = n;
+      return -1;
+    }
     c->where[OPT_LISTEN - OPT__FIRST] = tunnel_cfg_strdup(
         c, po->server ? "SS_REMOTE_HOST/SS_REMOTE_PORT (listen)"
                       : "SS_LOCAL_HOST/SS_LOCAL_PORT (listen)");

@@ -129,11 +129,18 @@ static int start_one(struct ev_loop *loop, tunnel_cfg *c, tunnel **out) {
                  ? "Set streamSettings.security \"tls\" with a serverName to "
                    "verify it"
                  : "Give --sni and/or --ca to verify it");
-  if (c->role == MODE_CLIENT)
+  if (c->role == MODE_CLIENT) {
     rv = tunnel_client_new(out, loop, (struct sockaddr *)&c->listen_addr,
                            c->listen_len, c->remote_host, c->remote_port, &c->s,
                            err, sizeof(err));
-  else {
+    /* several servers: the dialer's set (one stays a plain qm_dial) */
+    if (rv == 0 && c->nservers > 1 &&
+        (rv = tunnel_client_set_servers(*out, c->servers, c->nservers)) != 0) {
+      snprintf(err, sizeof(err), "servers: %s", qm_strerror(rv));
+      tunnel_free(*out);
+      *out = NULL;
+    }
+  } else {
     uint8_t secret[STATE_SECRET_LEN];
     char dir[256];
     rv = state_secret(c->state_dir, secret, dir, sizeof(dir), err, sizeof(err));

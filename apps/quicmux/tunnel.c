@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "app.h"
@@ -24,6 +25,7 @@ struct tunnel {
   qm_dialer *dialer;
   char *server_host;
   uint16_t server_port;
+  int server_set; /* dial the dialer's server set */
   /* server side */
   qm_listener *listener;
   struct sockaddr_storage target;
@@ -256,8 +258,8 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents) {
       close(fd);
       continue;
     }
-    rv = qm_dial(t->dialer, t->server_host, t->server_port, &splice_cbs, sp,
-                 &sp->st);
+    rv = qm_dial(t->dialer, t->server_set ? NULL : t->server_host,
+                 t->server_port, &splice_cbs, sp, &sp->st);
     if (rv != 0) {
       app_logm(QM_LOG_INFO, "tunnel", "%s: conn %llu: dial %s port %u: %s",
                tag_of(t), (unsigned long long)sp->id, t->server_host,
@@ -322,6 +324,13 @@ int tunnel_client_new(tunnel **out, struct ev_loop *loop,
   ev_io_start(loop, &t->accept_w);
   *out = t;
   return 0;
+}
+
+int tunnel_client_set_servers(tunnel *t, const char *const *servers, size_t n) {
+  int rv = qm_dialer_set_servers(t->dialer, servers, n);
+  if (rv == 0)
+    t->server_set = n > 0;
+  return rv;
 }
 
 /* ---- server ---- */
@@ -476,6 +485,35 @@ typedef struct sess_line_arg {
   void *ud;
 } sess_line_arg;
 
+static void server_line(const qm_server_info *in, void *ud) {
+  sess_line_arg *a = ud;
+  char buf[512], state[96];
+  if (in->backing_off) {
+    time_t until = time(NULL) + (time_t)((in->backoff_left_ms + 999) / 1000);
+    struct tm tm;
+    char hms[16];
+    gmtime_r(&until, &tm);
+    strftime(hms, sizeof(hms), "%H:%M:%S", &tm);
+    snprintf(state, sizeof(state), "backing off %.1f s (until %s UTC)",
+             (double)in->backoff_left_ms / 1000.0, hms);
+  } else {
+    /* failed before, back-off over: one session tries it again */
+    snprintf(state, sizeof(state), "%s",
+             !in->failures     ? "up"
+             : in->handshaking ? "on trial"
+                               : "due for a retry");
+  }
+  /* "sessions N", not "N sessions": scripts read the summary line by it */
+  snprintf(buf, sizeof(buf),
+           "%s: server %s %s: sessions %zu (%zu handshaking), streams %zu, "
+           "opened %llu, handshakes %llu ok / %llu failed (%u in a row)",
+           tag_of(a->t), in->addr, state, in->sessions, in->handshaking,
+           in->streams, (unsigned long long)in->sessions_opened,
+           (unsigned long long)in->handshakes_ok,
+           (unsigned long long)in->handshakes_failed, in->failures);
+  a->line(buf, a->ud);
+}
+
 static void sess_line(const qm_session_info *in, void *ud) {
   sess_line_arg *a = ud;
   char buf[512];
@@ -498,9 +536,10 @@ static void sess_line(const qm_session_info *in, void *ud) {
 void tunnel_describe_sessions(const tunnel *t,
                               void (*line)(const char *, void *), void *ud) {
   sess_line_arg a = {t, line, ud};
-  if (t->dialer)
+  if (t->dialer) {
+    qm_dialer_foreach_server(t->dialer, server_line, &a);
     qm_dialer_foreach_session(t->dialer, sess_line, &a);
-  else
+  } else
     qm_listener_foreach_session(t->listener, sess_line, &a);
 }
 

@@ -30,6 +30,9 @@ int tunnel_client_new(tunnel **out, struct ev_loop *loop,
                       const struct sockaddr *listen_addr, socklen_t listenlen,
                       const char *server_host, uint16_t server_port,
                       const qm_settings *s, char *err, size_t errlen);
+/* Client: carry connections to several servers ("HOST:PORT" each) instead
+ * of server_host:server_port (qm_dialer_set_servers). */
+int tunnel_client_set_servers(tunnel *t, const char *const *servers, size_t n);
 /* Server: QUIC (UDP) listen address; streams go to the TCP target. */
 int tunnel_server_new(tunnel **out, struct ev_loop *loop,
                       const struct sockaddr *listen_addr, socklen_t listenlen,
@@ -47,7 +50,8 @@ void tunnel_get_stats(const tunnel *t, tunnel_stats *st);
 int tunnel_set_tag(tunnel *t, const char *tag);
 /* One line describing the tunnel's state (sessions, streams, datagrams). */
 void tunnel_describe(const tunnel *t, char *buf, size_t len);
-/* One line per session (RTT, congestion window, streams, ...). */
+/* One line per server (client: its state, see qm_server_info), then one
+ * per session (RTT, congestion window, streams, ...). */
 void tunnel_describe_sessions(const tunnel *t,
                               void (*line)(const char *, void *), void *ud);
 /* For the metrics: the tunnel's name (tag, or "client" / "server"), its

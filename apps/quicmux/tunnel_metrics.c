@@ -24,7 +24,15 @@ typedef struct snap {
   uint64_t states[ST__COUNT];
   qm_session_info *sess;
   size_t nsess;
+  qm_server_info *srv; /* client: its servers */
+  size_t nsrv;
 } snap;
+
+static void take_server(const qm_server_info *in, void *ud) {
+  snap *s = ud;
+  if (s->srv && s->nsrv < TUNNEL_METRICS_MAX_SERVERS)
+    s->srv[s->nsrv++] = *in;
+}
 
 static void take_session(const qm_session_info *in, void *ud) {
   snap *s = ud;
@@ -56,6 +64,8 @@ static void take(snap *s, const tunnel *t) {
     qm_dialer_get_stats(tunnel_dialer(t), &ds);
     s->tot = ds.totals;
     s->streams = ds.streams;
+    s->srv = calloc(TUNNEL_METRICS_MAX_SERVERS, sizeof(*s->srv));
+    qm_dialer_foreach_server(tunnel_dialer(t), take_server, s);
   }
   s->role = s->server ? "server" : "client";
   s->sess = calloc(TUNNEL_METRICS_MAX_SESSIONS, sizeof(*s->sess));
@@ -159,6 +169,46 @@ static uint64_t v_bad(const snap *s, size_t k) {
                         s->tot.bad_oversize, s->tot.bad_malformed,
                         s->unroutable,       s->bad_tokens};
   return v[k];
+}
+
+/* Per-server series of a client (label server = "IP:PORT"). */
+static void per_server(prom_buf *b, const snap *v, size_t n, const char *name,
+                       const char *type, const char *help,
+                       uint64_t (*what)(const qm_server_info *), int ms) {
+  prom_labels l;
+  size_t i, k;
+  prom_family(b, name, type, help);
+  for (i = 0; i < n; i++)
+    for (k = 0; k < v[i].nsrv; k++) {
+      const qm_server_info *in = &v[i].srv[k];
+      base(&l, &v[i]);
+      prom_label(&l, "server", in->addr);
+      if (ms)
+        prom_sample_f(b, name, &l, (double)what(in) / 1e3);
+      else
+        prom_sample(b, name, &l, what(in));
+    }
+}
+static uint64_t sv_up(const qm_server_info *in) {
+  return !in->backing_off;
+}
+static uint64_t sv_backoff(const qm_server_info *in) {
+  return in->backoff_left_ms;
+}
+static uint64_t sv_sessions(const qm_server_info *in) {
+  return in->sessions;
+}
+static uint64_t sv_streams(const qm_server_info *in) {
+  return in->streams;
+}
+static uint64_t sv_opened(const qm_server_info *in) {
+  return in->sessions_opened;
+}
+static uint64_t sv_hs_ok(const qm_server_info *in) {
+  return in->handshakes_ok;
+}
+static uint64_t sv_hs_failed(const qm_server_info *in) {
+  return in->handshakes_failed;
 }
 
 /* Per-session gauges. */
@@ -325,6 +375,26 @@ int tunnel_metrics_text(tunnel *const *t, size_t n, const metrics_counts *mc,
               "bytes sent and not yet acknowledged on a session", 0, s_flight);
   per_session(&b, v, n, "quicmux_session_streams", "streams open on a session",
               0, s_streams);
+  per_server(&b, v, n, "quicmux_server_up", "gauge",
+             "client: 1 if new connections may go to this server, 0 while "
+             "it backs off after failed handshakes",
+             sv_up, 0);
+  per_server(&b, v, n, "quicmux_server_backoff_seconds", "gauge",
+             "client: time left until a backing-off server is tried again",
+             sv_backoff, 1);
+  per_server(&b, v, n, "quicmux_server_sessions", "gauge",
+             "client: QUIC sessions to this server now", sv_sessions, 0);
+  per_server(&b, v, n, "quicmux_server_streams", "gauge",
+             "client: streams open or queued on this server's sessions",
+             sv_streams, 0);
+  per_server(&b, v, n, "quicmux_server_sessions_opened_total", "counter",
+             "client: QUIC sessions started to this server", sv_opened, 0);
+  per_server(&b, v, n, "quicmux_server_handshakes_ok_total", "counter",
+             "client: handshakes with this server that completed", sv_hs_ok, 0);
+  per_server(&b, v, n, "quicmux_server_handshakes_failed_total", "counter",
+             "client: handshakes with this server that failed (timeout, "
+             "refused, TLS)",
+             sv_hs_failed, 0);
   if (mc)
     endpoint_counts(&b, mc);
 
@@ -335,8 +405,10 @@ int tunnel_metrics_text(tunnel *const *t, size_t n, const metrics_counts *mc,
     rv = 0;
   }
   prom_free(&b);
-  for (i = 0; i < n; i++)
+  for (i = 0; i < n; i++) {
     free(v[i].sess);
+    free(v[i].srv);
+  }
   free(v);
   return rv;
 }

@@ -17,6 +17,8 @@
  * sessions of each tunnel, so a server with thousands of clients stays
  * scrapable; the totals always cover every session. */
 #define TUNNEL_METRICS_MAX_SESSIONS 256
+/* Servers listed per client tunnel. */
+#define TUNNEL_METRICS_MAX_SERVERS 64
 
 /* The text for tunnels t[0..n) and the endpoint counts mc (may be NULL):
  * malloc'd into *body. 0, or -1 when out of memory. */
