@@ -131,6 +131,8 @@ static void count_server(void *p, void *arg) {
   f->streams += qm_session_stream_count(r->s);
   if (qm_session_state_of(r->s) == QM_SESS_HANDSHAKING)
     f->handshaking++;
+  else if (qm_session_can_take(r->s))
+    f->usable++;
 }
 
 /* Which of st's addresses (servers) it goes to: one address is always

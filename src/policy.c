@@ -87,10 +87,13 @@ int qm_policy_pick_server(const qm_server_facts *f, size_t n, uint64_t now) {
       soonest = (int)i;
     if (qm_policy_server_backing_off(&x->health, now))
       continue;
-    if (x->health.fails) {
-      /* back-off over: the first such server is probed by this stream,
-       * unless a probe is under way (one at a time: it decides) */
-      if (!x->handshaking && due < 0)
+    if (x->health.fails && x->handshaking)
+      continue; /* on trial: one probe at a time, it decides */
+    if (x->health.fails && !x->usable) {
+      /* back-off over: this stream's new session is the probe. (A server
+       * with sessions that still work competes as any other: a stream put
+       * on one of them would probe nothing.) */
+      if (due < 0)
         due = (int)i;
       continue;
     }

@@ -110,17 +110,18 @@ typedef struct qm_server_facts {
   qm_server_health health;
   size_t streams;     /* streams open or queued on its sessions */
   size_t handshaking; /* of its sessions, those still handshaking */
+  size_t usable;      /* of its sessions, established ones that take streams */
 } qm_server_facts;
 
 /* Which server the next stream goes to (an index into f), -1 if n == 0.
- * A server whose back-off is over and that no session is probing yet is
- * tried again at once: the stream goes to it (the first such one). Else,
- * among the servers that never failed or answered since, the one with the
- * fewest streams, the first of equals; a server that backs off or is on
- * trial (failed before, its probe handshaking) is skipped. When none
- * qualifies, the one whose back-off ends first (a stream is never refused
- * for it). One server is always picked: one server behaves as v2ray's
- * pool. */
+ * A server whose back-off is over, that no session is probing yet and that
+ * has no usable session is tried again at once: the stream goes to it (the
+ * first such one) and its new session is the probe. Else, among the other
+ * servers, the one with the fewest streams, the first of equals; a server
+ * that backs off or is on trial (failed before, a session of it
+ * handshaking) is skipped. When none qualifies, the one whose back-off ends
+ * first (a stream is never refused for it). One server is always picked:
+ * one server behaves as v2ray's pool. */
 int qm_policy_pick_server(const qm_server_facts *f, size_t n, uint64_t now);
 
 #endif

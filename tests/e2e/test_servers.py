@@ -227,6 +227,16 @@ def check_metrics(port, dead, row):
         qm.check(p.returncode == 0 and not out, "promtool check metrics: exit %d: %s" % (p.returncode, out[:600]))
 
 
+def states_when(proc, n, pred, timeout=5.0):
+    """SIGUSR1 lines polled (bounded) until pred(states) holds; the last states."""
+    deadline = time.monotonic() + timeout
+    st = server_states(proc, n)
+    while not pred(st) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        st = server_states(proc, n)
+    return st
+
+
 def client_argv(listen, servers, extra=()):
     argv = [qm.quicmux_bin(), "client", "--listen", qm.hostport(*listen)]
     for s in servers:
@@ -258,7 +268,7 @@ def case_one_down(c):
     try:
         qm.check(not fails, "%d of 90 connections failed with one server of three down: %s"
                  % (len(fails), "; ".join(fails[:5])))
-        st = server_states(cp, 3)
+        st = states_when(cp, 3, lambda x: sum(v["streams"] for v in x.values()) == 90)
     finally:
         qm.close_all(socks)
     qm.check(st[nd]["state"].startswith("backing off"), "the dead server is not backing off: %s" % st[nd])
@@ -340,7 +350,7 @@ def case_one_down(c):
     socks, fails = echo_held(caddr, 60, seed=3)
     try:
         qm.check(not fails, "%d of 60 connections failed with all three up: %s" % (len(fails), "; ".join(fails[:5])))
-        st = server_states(cp, 3)
+        st = states_when(cp, 3, lambda x: sum(v["streams"] for v in x.values()) == 60)
     finally:
         qm.close_all(socks)
     counts = [st[x]["streams"] for x in names]
@@ -399,7 +409,7 @@ def case_name(c):
     socks, fails = echo_held(("127.0.0.1", lport), 60, seed=5)
     try:
         qm.check(not fails, "%d of 60 connections failed: %s" % (len(fails), "; ".join(fails[:5])))
-        st = server_states(cp, 3)
+        st = states_when(cp, 3, lambda x: sum(v["streams"] for v in x.values()) == 60)
     finally:
         qm.close_all(socks)
     names = ["%s:%d" % (h, port) for h in hosts]

@@ -985,6 +985,21 @@ static void test_pick_server_table(void **state) {
   /* on trial (its probe handshaking): skipped */
   f[1].handshaking = 1;
   assert_int_equal(qm_policy_pick_server(f, 3, 10 * SEC), 2);
+  /* failed once but still has a usable session: no probe priority, it
+   * competes by streams (a stream on that session would probe nothing) */
+  {
+    qm_server_facts g[2];
+    memset(g, 0, sizeof(g));
+    g[1].health = (qm_server_health){1, 2 * SEC, 1 * SEC};
+    g[1].usable = 1;
+    g[1].streams = 3;
+    assert_int_equal(qm_policy_pick_server(g, 2, 3 * SEC), 0);
+    g[1].streams = 0;
+    g[0].streams = 1;
+    assert_int_equal(qm_policy_pick_server(g, 2, 3 * SEC), 1);
+    /* still backing off: skipped whatever its sessions */
+    assert_int_equal(qm_policy_pick_server(g, 2, 1 * SEC), 0);
+  }
   /* two due for a retry: the first is probed; then (on trial) the next */
   {
     qm_server_facts g[3];
