@@ -8,7 +8,12 @@
  * the dialer multiplexes them over as few QUIC sessions as it can.
  *
  *   echo_client [-v] [-n STREAMS] [-b BYTES | -m MESSAGE] [-t SECONDS]
- *               [-s SECURITY] [-k KEY] [-H HEADER] HOST:PORT
+ *               [-s SECURITY] [-k KEY] [-H HEADER] HOST:PORT [HOST:PORT...]
+ *
+ * With several servers the dialer spreads the streams over them (fewest
+ * streams first) and moves streams off a server whose handshake fails
+ * (qm_dialer_set_servers; qm_dial with host NULL); each server's counts are
+ * printed at the end.
  *
  * Defaults: 4 streams of 1 MiB each, 30 s timeout. Prints a summary and exits
  * 0 when every stream came back byte-exact, 1 otherwise.
@@ -151,10 +156,20 @@ static void on_log(qm_log_level level, const char *module, const char *msg,
   fprintf(stderr, "[%s] %s: %s\n", level < 4 ? names[level] : "?", module, msg);
 }
 
+static void print_server(const qm_server_info *in, void *ud) {
+  (void)ud;
+  printf("echo_client: server %s: %llu session(s) opened, handshakes %llu ok "
+         "/ %llu failed%s\n",
+         in->addr, (unsigned long long)in->sessions_opened,
+         (unsigned long long)in->handshakes_ok,
+         (unsigned long long)in->handshakes_failed,
+         in->backing_off ? ", backing off" : "");
+}
+
 static int usage(void) {
   fprintf(stderr, "usage: echo_client [-v] [-n STREAMS] [-b BYTES | -m "
                   "MESSAGE] [-t SECONDS] [-s SECURITY] [-k KEY] [-H HEADER] "
-                  "HOST:PORT\n");
+                  "HOST:PORT [HOST:PORT...]\n");
   return 2;
 }
 
@@ -166,7 +181,7 @@ int main(int argc, char **argv) {
   echo_stream *streams;
   char host[256], err[256];
   uint16_t port;
-  int nstreams = 4, opt, i, rv;
+  int nstreams = 4, opt, i, rv, nservers;
   double timeout = 30;
   ev_timer timer;
   ev_tstamp t0;
@@ -206,13 +221,17 @@ int main(int argc, char **argv) {
       return usage();
     }
   }
-  if (optind + 1 != argc || nstreams < 1 || timeout <= 0)
+  if (optind >= argc || nstreams < 1 || timeout <= 0)
     return usage();
-  if (qm_split_hostport(argv[optind], host, sizeof(host), &port, err,
-                        sizeof(err)) != 0) {
-    fprintf(stderr, "echo_client: %s\n", err);
-    return 2;
-  }
+  nservers = argc - optind;
+  for (i = optind; i < argc; i++)
+    if (qm_split_hostport(argv[i], host, sizeof(host), &port, err,
+                          sizeof(err)) != 0) {
+      fprintf(stderr, "echo_client: %s\n", err);
+      return 2;
+    }
+  /* one server: host and port as qm_dial takes them */
+  qm_split_hostport(argv[optind], host, sizeof(host), &port, err, sizeof(err));
   if (cli.message)
     cli.total = strlen(cli.message);
 
@@ -227,6 +246,13 @@ int main(int argc, char **argv) {
     fprintf(stderr, "echo_client: %s\n", qm_strerror(rv));
     return 1;
   }
+  /* Several servers: the dialer's server set, dialled with host NULL. */
+  if (nservers > 1 &&
+      (rv = qm_dialer_set_servers(dialer, (const char *const *)&argv[optind],
+                                  (size_t)nservers)) != 0) {
+    fprintf(stderr, "echo_client: servers: %s\n", qm_strerror(rv));
+    return 2;
+  }
 
   t0 = ev_time();
   for (i = 0; i < nstreams; i++) {
@@ -235,7 +261,8 @@ int main(int argc, char **argv) {
     es->index = i;
     /* The stream comes back at once; bytes written before it is open on the
      * wire are buffered, so we can start writing right away. */
-    rv = qm_dial(dialer, host, port, &echo_cbs, es, &es->s);
+    rv = qm_dial(dialer, nservers > 1 ? NULL : host, port, &echo_cbs, es,
+                 &es->s);
     if (rv != 0) {
       fprintf(stderr, "echo_client: dial %s: %s\n", argv[optind],
               qm_strerror(rv));
@@ -257,6 +284,8 @@ int main(int argc, char **argv) {
          "per stream, %zu session(s), %.3f s\n",
          cli.ok, nstreams, (unsigned long long)cli.total, stats.sessions,
          ev_time() - t0);
+  if (nservers > 1)
+    qm_dialer_foreach_server(dialer, print_server, NULL);
   /* Closes the sessions; streams still open (timeout) get on_close now. */
   qm_dialer_free(dialer);
   free(streams);

@@ -432,6 +432,34 @@ def case_key_mismatch():
         srv.stop()
 
 
+def case_several_servers():
+    """echo_client given three servers (qm_dialer_set_servers), one refusing (nothing on
+    its port: ICMP port unreachable): every stream echoed, spread over the two live
+    ones; the dead one counted as failed."""
+    bins = Ctx.bins.get("shared")
+    check(bins, "shared examples were not built")
+    dead = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    dead.bind(("127.0.0.1", 0))
+    dead_addr = "127.0.0.1:%d" % dead.getsockname()[1]
+    dead.close()  # nothing listens there now: the handshake is refused
+    srvs = [Proc([bins["echo_server"], "127.0.0.1:0"]) for _ in range(2)]
+    try:
+        addrs = [p.wait_line(r"^listening on (\S+)$", 10).group(1) for p in srvs]
+        argv = [bins["echo_client"], "-t", "60", "-n", "40", "-m", "hello, servers"] + addrs + [dead_addr]
+        rc, out = run(argv, timeout=90)
+        check(rc == 0 and "40/40 streams echoed byte-exact" in out,
+              "%s exited %s: %s" % (" ".join(argv), rc, out.strip()[-800:]))
+        for a in addrs:
+            m = re.search(r"server %s: (\d+) session\(s\) opened, handshakes (\d+) ok" % re.escape(a), out)
+            check(m and int(m.group(2)) >= 1, "live server %s not used: %s" % (a, out.strip()[-800:]))
+        m = re.search(r"server %s: \d+ session\(s\) opened, handshakes 0 ok / (\d+) failed" % re.escape(dead_addr),
+                      out)
+        check(m and int(m.group(1)) >= 1, "dead server %s not reported as failed: %s" % (dead_addr, out.strip()[-800:]))
+    finally:
+        for p in srvs:
+            p.stop()
+
+
 def case_in_tree():
     """build/examples/ (QM_EXAMPLES) run against the build tree's libquicmux.so."""
     d = os.path.join(build_dir(), "examples")
@@ -454,6 +482,7 @@ CASES = [
     ("echo static ::1", make_echo_case("static", "::1")),
     ("echo aes-128-gcm + srtp", make_echo_case("shared", "127.0.0.1", ["-s", "aes-128-gcm", "-k", "k3y", "-H", "srtp"])),
     ("echo client fails on key mismatch", case_key_mismatch),
+    ("echo client over several servers, one refusing", case_several_servers),
     ("in-tree examples", case_in_tree),
 ]
 
