@@ -8,7 +8,8 @@ ss-v2ray-plugin in mode=quic (SPEC section 8).
   each byte-exact through ss-tunnel (fixed target = an echo server) and through a SOCKS5
   CONNECT via ss-local (a tiny SOCKS5 client lives here);
 * quicmux plugin <-> quicmux plugin with no shadowsocks at all: the SIP003 address mapping,
-  escaping in SS_PLUGIN_OPTIONS, certRaw, several server addresses ("a|b"), TLS really
+  escaping in SS_PLUGIN_OPTIONS, certRaw, several server addresses ("a|b": a server listens
+  on each, a client uses each as one server), TLS really
   verified (wrong host or no cert = no data);
 * bad input: mode=websocket, unknown key, missing default certificate -> exit 2 with one
   clear line; SIGTERM/SIGINT -> exit 0.
@@ -19,6 +20,7 @@ openssl (or GnuTLS certtool) in each run.  Everything on loopback.
 
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -367,7 +369,18 @@ def multi_listen(c):
         res = qm.check_transfer(("127.0.0.1", lport), conns=2, nbytes=256 * 1024, seed=12, timeout=30)
         res.raise_if_failed("via " + host)
         out.append(host)
-    return "served on " + " and ".join(out)
+    # a client given both (ss-local passes its servers as "a|b"): two servers, both used
+    lport = qm.free_tcp_port()
+    cp = qm_plugin(c, sip003_env(("127.0.0.1|::1", qport), ("127.0.0.1", lport), client_opts(cert)),
+                   "qm-client-both", wait_tcp=lport)
+    res = qm.check_transfer(("127.0.0.1", lport), conns=4, nbytes=256 * 1024, seed=13, timeout=30)
+    res.raise_if_failed("via both")
+    cp.send_signal(signal.SIGUSR1)
+    want = ["server 127.0.0.1:%d up" % qport, "server [::1]:%d up" % qport]
+    qm.wait_until(lambda: all(w in cp.log() for w in want), 10, "a SIGUSR1 line per server", proc=cp)
+    used = re.findall(r"server (\S+) up: sessions \d+ \(\d+ handshaking\), streams \d+, opened (\d+)", cp.log())
+    qm.check(len(used) == 2 and all(int(n) >= 1 for _a, n in used), "servers used: %s" % used)
+    return "served on " + " and ".join(out) + "; a client with both used both"
 
 
 def verify_negative(c, what):
