@@ -236,16 +236,18 @@ int qm_dial(qm_dialer *d, const char *host, uint16_t port,
 void qm_dialer_free(qm_dialer *d);
 
 /*
- * Several servers (SONAME 1 on). Every address of a server counts as one
- * server: the addresses of the name given to qm_dial, or of every entry of
- * the set below. Each new stream goes to the server with the fewest open
- * streams (the first of equals), then to that server's sessions as v2ray's
- * pool does (first usable session, else a new one on a new UDP socket). A
- * server whose handshake fails (timeout, ICMP unreachable, refused, TLS) is
- * skipped for 1 s, doubling with each failure in a row up to 30 s, and
- * tried again by one session after that; the streams that were waiting on
- * the failed handshake move to another server instead of failing. With one
- * address all this is invisible.
+ * Several servers. Every address counts as one server: the addresses of
+ * the name given to qm_dial, or of every entry of the set below. Each new
+ * stream goes to the server with the fewest open streams (the first of
+ * equals), then to that server's sessions as v2ray's pool does (first
+ * usable session, else a new one on a new UDP socket). A server whose
+ * handshake fails (qm_settings.handshake_timeout_ms runs out, ICMP
+ * unreachable, refused, TLS) is skipped for 1 s, doubling with each failure
+ * in a row up to 30 s; when that is over, the next stream goes to it and
+ * its new session tries it again (one at a time). The streams that were
+ * waiting on the failed handshake move to another server instead of failing
+ * (a stream fails after as many failed handshakes as there are servers).
+ * With one address all this is invisible.
  *
  * The set: up to 32 entries "HOST:PORT" ("[V6]:PORT", names resolved as
  * qm_dial resolves them, again when the resolver's 60 s cache runs out; at
