@@ -341,6 +341,31 @@ int qm_endpoint_flush(qm_endpoint *ep) {
   return 0;
 }
 
+void qm_endpoint_reverse(qm_endpoint *ep, unsigned from) {
+  unsigned i, j;
+  if (from < ep->tx_sent)
+    from = ep->tx_sent;
+  if (ep->tx_n == 0)
+    return;
+  /* Swap what each message points at: the slot (iov) and the address. A
+   * slot's memory is found again through its iov until the queue empties. */
+  for (i = from, j = ep->tx_n - 1; i < j; i++, j--) {
+    struct iovec iv = ep->tx_iov[i];
+    struct sockaddr_storage a = ep->tx_addr[i];
+    socklen_t al = ep->tx_msgs[i].msg_hdr.msg_namelen;
+    ep->tx_iov[i] = ep->tx_iov[j];
+    ep->tx_iov[j] = iv;
+    ep->tx_addr[i] = ep->tx_addr[j];
+    ep->tx_addr[j] = a;
+    ep->tx_msgs[i].msg_hdr.msg_namelen = ep->tx_msgs[j].msg_hdr.msg_namelen;
+    ep->tx_msgs[j].msg_hdr.msg_namelen = al;
+    ep->tx_msgs[i].msg_hdr.msg_name =
+        ep->tx_msgs[i].msg_hdr.msg_namelen ? &ep->tx_addr[i] : NULL;
+    ep->tx_msgs[j].msg_hdr.msg_name =
+        ep->tx_msgs[j].msg_hdr.msg_namelen ? &ep->tx_addr[j] : NULL;
+  }
+}
+
 void qm_endpoint_add_totals(const qm_endpoint *ep, qm_totals *t) {
   uint64_t known =
       ep->codec.dropped_short + ep->codec.dropped_auth + ep->rx_oversize;

@@ -116,5 +116,8 @@ void qm_endpoint_commit(qm_endpoint *ep, size_t n, const struct sockaddr *dst,
 /* Send what is queued. 0 when everything went out, QM_EAGAIN when the socket
  * is full (on_writable fires later), QM_EIO on a hard error. */
 int qm_endpoint_flush(qm_endpoint *ep);
+/* Reverse the order of the queued, unsent datagrams from index from on
+ * (ep->tx_n before they were committed). */
+void qm_endpoint_reverse(qm_endpoint *ep, unsigned from);
 
 #endif

@@ -283,6 +283,8 @@ static void ep_recv(qm_endpoint *ep, const struct sockaddr *from,
   if (rv == NGTCP2_ERR_VERSION_NEGOTIATION) {
     if (len >= 1200) /* as quic-go: only for packets that could be Initials */
       send_version_negotiation(l, &vc, from, fromlen);
+    else
+      l->unroutable++; /* e.g. a hidden Initial's decoy (hide.h) */
     return;
   }
   if (rv != 0) {
@@ -346,6 +348,10 @@ static void ep_recv(qm_endpoint *ep, const struct sockaddr *from,
   QM_DEBUG("listener", "session %llu accepted",
            (unsigned long long)qm_session_id(s));
   qm_session_recv(s, from, fromlen, pkt, len);
+  if (qm_session_wants_retry(s)) {
+    l->accepted--; /* it starts again after the Retry */
+    send_retry(l, &hd, from, fromlen);
+  }
 }
 
 static void ep_writable(qm_endpoint *ep, void *ud) {

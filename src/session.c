@@ -31,6 +31,9 @@ int qm_session_is_active(const qm_session *s) {
 uint64_t qm_session_dropped(const qm_session *s) {
   return s->server ? 0 : s->own_ep.rx_dropped;
 }
+int qm_session_wants_retry(const qm_session *s) {
+  return s->want_retry;
+}
 
 void qm_session_add_totals(const qm_session *s, qm_totals *t, int gone) {
   t->streams_opened += s->streams_opened;
@@ -38,7 +41,7 @@ void qm_session_add_totals(const qm_session *s, qm_totals *t, int gone) {
   t->streams_reset += s->streams_reset;
   if (!s->server)
     qm_endpoint_add_totals(&s->own_ep, t);
-  if (gone)
+  if (gone && !s->want_retry)
     t->sessions_closed[s->state == QM_SESS_DEAD ? s->close_cause
                                                 : QM_CLOSE_CLEAN]++;
 }
@@ -295,6 +298,9 @@ static int session_alloc(qm_session **out, qm_io *io, qm_tls_ctx *tls,
   x->max_window = max_window(s);
   x->keepalive_ms = s->keepalive_ms;
   x->session_idle_ms = s->session_idle_ms;
+  /* With packet encryption every datagram is opaque already. */
+  x->hide = !server && s->hide_initial && s->security == QM_SEC_NONE;
+  x->hide_reverse = x->hide;
   ev_timer_init(&x->idle_timer, qm_sess_idle_cb, 0., 0.);
   x->idle_timer.data = x;
   ev_timer_init(&x->health_timer, qm_sess_health_cb, 0., QM_HEALTH_INTERVAL);
@@ -489,6 +495,11 @@ void qm_session_recv(qm_session *s, const struct sockaddr *from,
       qm_sess_set_dead(s, QM_EREFUSED);
       return;
     case NGTCP2_ERR_DISCARD_PKT:
+      return;
+    case NGTCP2_ERR_RETRY:
+      /* server: nothing goes to the client, the owner sends a Retry */
+      s->want_retry = 1;
+      qm_sess_set_dead(s, QM_EREFUSED);
       return;
     default:
       /* ngtcp2: any other error ends the connection (CONNECTION_CLOSE) */

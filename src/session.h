@@ -84,6 +84,11 @@ void qm_session_close(qm_session *s);
 void qm_session_free(qm_session *s);
 /* Datagrams dropped by this session's own endpoint (client). */
 uint64_t qm_session_dropped(const qm_session *s);
+/* Server: the first Initial held no start of the ClientHello (a client
+ * that sends its first flight out of order: the hidden Initial). ngtcp2
+ * then buffers only for a validated address, so the session is dead and
+ * the owner answers with a Retry instead; the session is not counted. */
+int qm_session_wants_retry(const qm_session *s);
 /* Add the session's counts to t: its streams and (client) its own UDP
  * endpoint; gone: the owner is about to free it, so count how it ended. */
 void qm_session_add_totals(const qm_session *s, qm_totals *t, int gone);

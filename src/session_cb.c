@@ -215,13 +215,24 @@ ngtcp2_conn *qm_sess_get_conn(ngtcp2_crypto_conn_ref *ref) {
   return s->conn;
 }
 
+/* A Retry: the client sends its ClientHello again. With the hidden
+ * Initial that flight goes out reversed too (hide.h); the server has a
+ * token now, so ngtcp2 buffers the out-of-order part instead of asking
+ * for another Retry. */
+static int recv_retry_cb(ngtcp2_conn *conn, const ngtcp2_pkt_hd *hd, void *ud) {
+  qm_session *s = ud;
+  if (s->hide)
+    s->hide_reverse = 1;
+  return ngtcp2_crypto_recv_retry_cb(conn, hd, ud);
+}
+
 void qm__session_crypto_callbacks(ngtcp2_callbacks *cb, int server) {
   memset(cb, 0, sizeof(*cb));
   if (server) {
     cb->recv_client_initial = ngtcp2_crypto_recv_client_initial_cb;
   } else {
     cb->client_initial = ngtcp2_crypto_client_initial_cb;
-    cb->recv_retry = ngtcp2_crypto_recv_retry_cb;
+    cb->recv_retry = recv_retry_cb;
   }
   cb->recv_crypto_data = ngtcp2_crypto_recv_crypto_data_cb;
   cb->encrypt = ngtcp2_crypto_encrypt_cb;

@@ -72,6 +72,10 @@ struct qm_session {
   /* qlog: the session's file (settings qlog_dir), NULL when off */
   FILE *qlog;
   uint64_t qlog_bytes;
+  /* client: the hidden Initial (hide.h): on; the decoy went out; the next
+   * flight (the first, or the one after a Retry) goes out reversed */
+  int hide, hide_decoy_sent, hide_reverse;
+  int want_retry; /* server: see qm_session_wants_retry */
 };
 
 static inline void qm_sess_schedule(qm_session *s) {

@@ -1,9 +1,11 @@
 /* A session's stream lists, its send path and timer, the deferred task
  * (application callbacks, resets, writes, death) and opening client
  * streams. */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "hide.h"
 #include "session_int.h"
 
 /* ---- stream lists ---- */
@@ -178,6 +180,7 @@ void qm_sess_write(qm_session *s) {
   ngtcp2_tstamp ts = qm_now_ns();
   size_t maxlen, burst = 0, quantum = SIZE_MAX;
   int wrote = 0, paced;
+  unsigned first_flight = UINT_MAX;
 
   if (s->state == QM_SESS_DEAD || !s->conn)
     return;
@@ -195,6 +198,16 @@ void qm_sess_write(qm_session *s) {
   paced = ngtcp2_conn_get_handshake_completed(s->conn);
   if (paced)
     quantum = ngtcp2_conn_get_send_quantum(s->conn);
+  if (s->hide && !s->hide_decoy_sent) {
+    /* the hidden Initial (hide.h): the decoy first */
+    s->hide_decoy_sent = 1;
+    qm_hide_queue_decoy(s->ep, (struct sockaddr *)&s->remote, s->remotelen);
+  }
+  if (s->hide_reverse) {
+    /* then the Initials of the flight, reversed below */
+    s->hide_reverse = 0;
+    first_flight = s->ep->tx_n;
+  }
 
   for (;;) {
     qm_stream *st = s->wq_head;
@@ -267,6 +280,8 @@ void qm_sess_write(qm_session *s) {
     if (burst >= quantum)
       break;
   }
+  if (first_flight != UINT_MAX)
+    qm_endpoint_reverse(s->ep, first_flight);
   if (wrote && qm_endpoint_flush(s->ep) != 0)
     s->blocked = 1;
   if (wrote) {

@@ -9,6 +9,7 @@
 #include <gnutls/x509.h>
 #include <ngtcp2/ngtcp2_crypto_gnutls.h>
 
+#include "hide.h"
 #include "internal.h"
 #include "tls.h"
 
@@ -24,6 +25,7 @@
 struct qm_tls_ctx {
   int server;
   int verify;
+  int hide; /* client: pad the ClientHello (hide.h) */
   int sni_is_ip;
   char *server_name;
   char *alpn_store;
@@ -157,6 +159,7 @@ int qm_tls_ctx_new(qm_tls_ctx **out, int server, const qm_settings *s,
     }
   } else {
     c->verify = !s->insecure;
+    c->hide = s->hide_initial && s->security == QM_SEC_NONE;
     if (c->verify) {
       if (!s->no_system_roots)
         (void)gnutls_certificate_set_x509_system_trust(c->cred);
@@ -218,6 +221,10 @@ int qm_tls_session_new(qm_tls_ctx *c, gnutls_session_t *out,
       goto fail;
     if (c->verify)
       gnutls_session_set_verify_cert(s, c->server_name, 0);
+    /* after ngtcp2's transport parameters: per-session extensions are
+     * sent in the order registered, before GnuTLS's own (the SNI) */
+    if (c->hide && qm_hide_pad_client_hello(s) != 0)
+      goto fail;
   }
   gnutls_session_set_ptr(s, ref);
   *out = s;

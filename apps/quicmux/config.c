@@ -747,7 +747,7 @@ static int parse_tunnel(cfgctx *x, json_t *t, size_t idx, tunnel_cfg *c) {
                   "handshakeTimeout, keepAlive, sessionIdle, maxSessions, "
                   "maxSessionsPerServer, "
                   "maxConnections, retry, congestion, drain, qlogDir, "
-                  "qlogMaxFiles)");
+                  "qlogMaxFiles, hideInitial)");
     if (json_is_null(v))
       continue;
     if (!(o->modes & r))
@@ -775,7 +775,13 @@ static int parse_tunnel(cfgctx *x, json_t *t, size_t idx, tunnel_cfg *c) {
       }
       continue;
     }
-    if (o->type == T_NUM) {
+    if (o->type == T_SWITCH) {
+      if (!json_is_boolean(v))
+        return fail(x, p, "want true or false, got %s", jtype(v));
+      if (!json_is_true(v))
+        continue;
+      val = NULL;
+    } else if (o->type == T_NUM) {
       if (!json_is_integer(v))
         return fail(x, p, "want a whole number from %ld to %ld, got %s", o->lo,
                     o->hi, jtype(v));

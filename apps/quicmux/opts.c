@@ -129,6 +129,12 @@ const opt_def opt_table[] = {
    100000, CS, "N",
    "keep at most N qlog files in DIR: each new session deletes the oldest "
    "beyond it (default 100; a file stops at 64 MiB)"},
+  {OPT_HIDE_INITIAL, "hide-initial", "hideInitial", "hideInitial",
+   "hideInitial", T_SWITCH, 0, 0, MODE_CLIENT | MODE_PLUGIN, NULL,
+   "with --security none: keep the SNI out of the first packets an observer "
+   "decrypts (a random decoy datagram first, the ClientHello padded over two "
+   "Initials sent last first); v2ray and quicmux servers accept it. Nothing "
+   "to do with a key: every packet is encrypted then (default off)"},
   {OPT_CONFIG, "config", NULL, NULL, NULL, T_STR, 0, 0, MODE_CONFIG, "FILE",
    "run the tunnels of a JSON config file (also -c FILE)"},
   {OPT_CHECK, "check", NULL, NULL, NULL, T_SWITCH, 0, 0,
@@ -453,6 +459,9 @@ int tunnel_cfg_set(tunnel_cfg *c, const opt_def *o, const char *where,
     break;
   case OPT_QLOG_MAX_FILES:
     c->s.qlog_max_files = (uint32_t)n;
+    break;
+  case OPT_HIDE_INITIAL:
+    c->s.hide_initial = 1;
     break;
   default:
     snprintf(err, errlen, "%s: not a tunnel option", where);

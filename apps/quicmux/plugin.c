@@ -29,7 +29,7 @@ typedef struct pval {
 typedef struct plugin_opts {
   int server, check;
   pval mode, host, cert, cert_raw, key, loglevel, fwmark, log_file;
-  pval metrics, metrics_public;
+  pval metrics, metrics_public, hide_initial;
   pval local_addr, local_port, remote_addr, remote_port;
 } plugin_opts;
 
@@ -98,6 +98,9 @@ static int apply(plugin_opts *po, const opt_def *o, const char *value,
     break;
   case OPT_METRICS_PUBLIC:
     p = &po->metrics_public;
+    break;
+  case OPT_HIDE_INITIAL:
+    p = &po->hide_initial;
     break;
   case OPT_P_LOCALADDR:
     p = &po->local_addr;
@@ -220,8 +223,8 @@ static int parse_env(plugin_opts *po, sip003_opts *so_out) {
     if (!o || (o->modes & MODE_PLUGIN) == 0) {
       perr("SS_PLUGIN_OPTIONS: unknown key '%s' (known: server, mode, host, "
            "tls, cert, certRaw, key, loglevel, fwmark, metrics, "
-           "metricsPublic, path, mux, fastOpen, __android_vpn, localAddr, "
-           "localPort, remoteAddr, remotePort)",
+           "metricsPublic, hideInitial, path, mux, fastOpen, __android_vpn, "
+           "localAddr, localPort, remoteAddr, remotePort)",
            so.v[i].key);
       return -1;
     }
@@ -349,6 +352,7 @@ static int build(plugin_opts *po, tunnel_cfg **out, size_t *nout) {
   tunnel_cfg *cfgs = NULL;
   size_t n = 0;
   long mark = 0;
+  int hide = 0;
 
   if (po->mode.v && strcmp(po->mode.v, "quic")) {
     perr("%s '%s': not supported; want quic (quicmux implements only "
@@ -371,6 +375,15 @@ static int build(plugin_opts *po, tunnel_cfg **out, size_t *nout) {
   }
   if (!port_ok(&po->local_port) || !port_ok(&po->remote_port))
     return -1;
+  if (po->hide_initial.v) {
+    const char *v = po->hide_initial.v;
+    if (!strcmp(v, "1") || !strcasecmp(v, "true"))
+      hide = 1;
+    else if (strcmp(v, "0") && strcasecmp(v, "false")) {
+      perr("%s '%s': want true or false", po->hide_initial.where, v);
+      return -1;
+    }
+  }
   if (!cert && po->cert_raw.v && *po->cert_raw.v) {
     cert = cert_raw_file(po->cert_raw.v, err, sizeof(err));
     cert_where = po->cert_raw.where;
@@ -462,6 +475,7 @@ static int build(plugin_opts *po, tunnel_cfg **out, size_t *nout) {
     c->s.server_name = tunnel_cfg_strdup(c, host);
     c->s.insecure = 0;
     c->s.fwmark = (int)mark;
+    c->s.hide_initial = hide && !po->server; /* a client's option */
     if (po->server) {
       c->s.cert_file = tunnel_cfg_strdup(c, cert);
       c->s.key_file = tunnel_cfg_strdup(c, key);

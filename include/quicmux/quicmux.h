@@ -162,6 +162,16 @@ typedef struct qm_settings {
    * 64 MiB. NULL = no qlog (default). */
   const char *qlog_dir;
   uint32_t qlog_max_files;
+  /* client, security none only: hide the SNI of the first Initial from
+   * observers that decrypt Initials (their keys are public) and look at the
+   * first packet of a flow (the Great Firewall since 2024): a random decoy
+   * datagram (8-21 bytes, below what a server answers) goes first, the
+   * ClientHello is padded with an extension of a GREASE type (RFC 8701)
+   * so that it spans two Initials with the SNI in the second, and those
+   * two go out last first. Both quicmux and v2ray servers accept it. With
+   * aes-128-gcm or chacha20-poly1305 every packet is encrypted anyway and
+   * this does nothing. 0 = off (default). */
+  int hide_initial;
 } qm_settings;
 
 enum { QM_RETRY_AUTO = 0, QM_RETRY_ALWAYS = 1, QM_RETRY_NEVER = 2 };
