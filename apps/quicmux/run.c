@@ -129,6 +129,12 @@ static int start_one(struct ev_loop *loop, tunnel_cfg *c, tunnel **out) {
                  ? "Set streamSettings.security \"tls\" with a serverName to "
                    "verify it"
                  : "Give --sni and/or --ca to verify it");
+  if (c->role == MODE_CLIENT && c->s.hide_initial &&
+      c->s.security != QM_SEC_NONE)
+    app_logm(QM_LOG_INFO, "quicmux",
+             "%s: hideInitial has nothing to do: with %s every packet, the "
+             "Initial included, is encrypted with the key",
+             tag, qm_security_name(c->s.security));
   if (c->role == MODE_CLIENT) {
     rv = tunnel_client_new(out, loop, (struct sockaddr *)&c->listen_addr,
                            c->listen_len, c->remote_host, c->remote_port, &c->s,
