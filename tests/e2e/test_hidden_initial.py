@@ -27,16 +27,22 @@ Cases:
   (mode=quic, verified TLS: the SNI is the real host name);
 - with a key (aes-128-gcm) the option does nothing: no decoy, the first datagram is a
   full-size (encrypted) Initial;
+- 500 datagrams shaped like the decoy (8-21 random bytes) get no answer from a quicmux or
+  a v2ray server (no stateless reset, no version negotiation), the quicmux server counts
+  them as malformed/unroutable, and both still serve a hidden handshake afterwards;
 - bad values stop before anything starts, naming the option (JSON, SIP003, flag).
 """
 
 import json
 import os
+import random
 import re
 import shutil
+import socket
 import struct
 import subprocess
 import sys
+import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -179,11 +185,16 @@ def case_hidden(c, kind):
         retries = metric(mport, "quicmux_retries_sent_total")
         qm.check(resets == 0, "the server sent %d stateless resets" % resets)
         qm.check(refused == 0, "the server counted %d sessions closed as refused" % refused)
-        extra = "; server: %d Retry (ClientHello start missing from the first Initial), 0 resets" % retries
-    c2s = client_datagrams(log)
+        # each client's decoy is dropped and counted: too short for a header, or no session's
+        dropped = (metric(mport, "quicmux_bad_datagrams_total", 'kind="malformed"')
+                   + metric(mport, "quicmux_bad_datagrams_total", 'kind="unroutable"'))
+        qm.check(dropped >= 2, "the server counted %d malformed/unroutable datagrams, expected the 2 "
+                 "decoys" % dropped)
+        extra = ("; server: %d Retry (ClientHello start missing from the first Initial), 0 resets, "
+                 "%d datagrams dropped as malformed/unroutable" % (retries, dropped))
     return ("decoy %d bytes; no SNI in any single datagram nor in order; tshark's default "
             "out-of-order reassembly finds %r; client datagrams before the first reply: %d%s; %s"
-            % (first_len, default, first_flight_len(log, c2s), extra, res.summary()))
+            % (first_len, default, first_flight_len(log), extra, res.summary()))
 
 
 def check_hidden_views(c, log, port, sni):
@@ -221,6 +232,42 @@ def case_plugin(c):
         tp.HOST, first_len, default, res.summary())
 
 
+def case_decoys_unanswered(c, kind):
+    """500 datagrams shaped like the decoy (8-21 random bytes) from one socket: the server
+    answers none (no stateless reset, no version negotiation) and still serves a hidden
+    handshake afterwards."""
+    e, sp, saddr, mport = start_server(c, kind)
+    rnd = random.Random(51)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    c.on_close(s.close)
+    s.connect(saddr)
+    for _ in range(500):
+        s.send(rnd.randbytes(rnd.randint(DECOY_MIN, DECOY_MAX)))
+        time.sleep(0.0005)
+    s.settimeout(1.0)
+    got = []
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:
+        try:
+            got.append(s.recv(2048))
+        except socket.timeout:
+            break
+        except OSError as ex:  # e.g. ECONNREFUSED: the server died
+            raise qm.CheckFailed("the socket got %r" % ex)
+    qm.check(not got, "the server answered %d decoy-shaped datagrams (sizes %s)"
+             % (len(got), sorted({len(g) for g in got})))
+    qm.check(sp.alive(), "the server exited")
+    cp, caddr = client_through(c, saddr, hide=True)
+    qm.check_transfer(caddr, conns=1, nbytes=64 * 1024, seed=52, timeout=30).raise_if_failed()
+    extra = ""
+    if mport:
+        dropped = (metric(mport, "quicmux_bad_datagrams_total", 'kind="malformed"')
+                   + metric(mport, "quicmux_bad_datagrams_total", 'kind="unroutable"'))
+        qm.check(dropped >= 500, "the server counted only %d of the 500 as malformed/unroutable" % dropped)
+        extra = "; %d counted as malformed/unroutable" % dropped
+    return "500 sent, 0 answered%s; a hidden handshake after them works" % extra
+
+
 def case_bad_values(c):
     qm.require_quicmux()
     q = qm.quicmux_bin()
@@ -252,7 +299,7 @@ def case_bad_values(c):
     return "; ".join(notes)
 
 
-def first_flight_len(log, c2s):
+def first_flight_len(log):
     """Client datagrams sent before the first datagram from the server."""
     n = 0
     for d, _cl, _t, _b in log:
@@ -284,6 +331,8 @@ def main():
         ("hidden.plugin-client.ss-v2ray-plugin-server", case_plugin, ()),
         ("hidden.with-key-does-nothing", case_with_key, ()),
         ("hidden.bad-values", case_bad_values, ()),
+        ("hidden.decoys-unanswered.qm-server", case_decoys_unanswered, ("quicmux",)),
+        ("hidden.decoys-unanswered.v2ray-server", case_decoys_unanswered, ("v2ray",)),
     ], workers=2)
     return r.finish()
 
