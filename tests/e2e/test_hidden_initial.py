@@ -206,6 +206,10 @@ def check_hidden_views(c, log, port, sni):
     qm.check(not singles, "a single datagram shows the SNI: %r" % sorted(singles))
     qm.check(not in_order, "tshark with in-order CRYPTO reassembly found %r" % in_order)
     qm.check(default in ([], [sni]), "tshark found another name: %r" % default)
+    # the Initial right after the decoy carries the ClientHello's second part
+    offsets = tshark(os.path.join(c.dir, "dgram1.pcap"), port, "quic.crypto.offset", "quic.crypto.offset")
+    qm.check(offsets and int(offsets[0].split(",")[0]) > 0,
+             "the first Initial starts the ClientHello (CRYPTO offsets %r): not sent last first" % offsets)
     return first_len, default
 
 
