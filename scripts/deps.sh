@@ -14,7 +14,7 @@ pkgs=(gcc make cmake pkg-config libngtcp2-dev libngtcp2-crypto-gnutls-dev
       libc-ares-dev libcmocka-dev)
 if [[ "${1:-}" == "--test" || "${1:-}" == "--bench" ]]; then
   pkgs+=(python3 v2ray shadowsocks-libev shadowsocks-v2ray-plugin iperf3
-         iproute2 valgrind clang prometheus tshark)
+         iproute2 valgrind clang prometheus tshark dnsmasq-base bind9-dnsutils)
 fi
 if [[ "${1:-}" == "--bench" ]]; then
   pkgs+=(python3-matplotlib)

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "flow.h"
 #include "internal.h"
 #include "io.h"
 #include "policy.h"
@@ -54,6 +55,7 @@ struct qm_dialer {
   qm_addrlist *merged; /* every address of the set, in order */
   qm_stream *waiting;  /* streams waiting for the set's first addresses */
   int freeing;
+  qm_flow_ctx flows; /* UDP flows (qm_dialer_enable_flows) */
 };
 
 typedef struct set_entry {
@@ -135,11 +137,12 @@ static void count_server(void *p, void *arg) {
     f->usable++;
 }
 
-/* Which of st's addresses (servers) it goes to: one address is always
- * it; otherwise the policy's choice from each server's health and load. */
-static unsigned pick_server(qm_dialer *d, const qm_stream *st) {
+/* Which of addrs (servers) a stream or flow goes to: one address is
+ * always it; otherwise the policy's choice from each server's health and
+ * load. */
+static unsigned pick_server_of(qm_dialer *d, const qm_addrlist *addrs) {
   qm_server_facts f[QM_MAX_ADDRS];
-  size_t i, n = st->addrs->n;
+  size_t i, n = addrs->n;
   int k;
   if (n <= 1)
     return 0;
@@ -147,7 +150,7 @@ static unsigned pick_server(qm_dialer *d, const qm_stream *st) {
   for (i = 0; i < n; i++) {
     char key[INET6_ADDRSTRLEN + 8];
     qm_server_row *row;
-    addr_key(&st->addrs->addr[i], key, sizeof(key));
+    addr_key(&addrs->addr[i], key, sizeof(key));
     if ((row = qm_servers_find(&d->servers, key)))
       f[i].health = row->health;
     qm_pool_foreach_key(d->pool, key, count_server, &f[i]);
@@ -156,68 +159,214 @@ static unsigned pick_server(qm_dialer *d, const qm_stream *st) {
   return k < 0 ? 0 : (unsigned)k;
 }
 
+static unsigned pick_server(qm_dialer *d, const qm_stream *st) {
+  return pick_server_of(d, st->addrs);
+}
+
+/* A new session to addr in the pool under key, within the caps. */
+static int new_session(qm_dialer *d, const struct sockaddr_storage *addr,
+                       socklen_t addrlen, const char *key, sess_ref **out) {
+  qm_session_owner owner = {0};
+  qm_server_row *row;
+  char err[256];
+  sess_ref *r;
+  int rv;
+
+  qm_pool_prune(d->pool, key);
+  /* Caps: a clear error for this one connection, nothing else touched. */
+  if (!qm_policy_may_open_session(
+          qm_pool_count(d->pool, key), qm_pool_count(d->pool, NULL),
+          d->settings.max_sessions_per_dest, d->settings.max_sessions)) {
+    QM_WARN("dialer",
+            "session limit reached for %s (%zu here, %zu in all; "
+            "limits %u and %u): connection refused",
+            key, qm_pool_count(d->pool, key), qm_pool_count(d->pool, NULL),
+            d->settings.max_sessions_per_dest, d->settings.max_sessions);
+    return QM_ELIMIT;
+  }
+  r = calloc(1, sizeof(*r));
+  if (!r)
+    return QM_ENOMEM;
+  r->d = d;
+  r->started = now_ns(d);
+  memcpy(&r->addr, addr, sizeof(r->addr));
+  snprintf(r->key, sizeof(r->key), "%s", key);
+  owner.on_dead = sess_on_dead;
+  owner.on_requeue = sess_on_requeue;
+  owner.on_ready = sess_on_ready;
+  owner.flows = &d->flows;
+  owner.ud = r;
+  rv = qm_session_client_new(&r->s, &d->io, d->tls, &d->settings,
+                             (const struct sockaddr *)addr, addrlen, &owner,
+                             err, sizeof(err));
+  if (rv != 0) {
+    QM_WARN("dialer", "new session to %s: %s", key, err);
+    free(r);
+    return rv;
+  }
+  d->totals.sessions_opened++;
+  if ((row = qm_servers_get(&d->servers, key, (const struct sockaddr *)addr)))
+    row->sessions_opened++;
+  if ((rv = qm_pool_add(d->pool, key, r)) != 0) {
+    qm_session_free(r->s);
+    free(r);
+    return rv;
+  }
+  QM_DEBUG("dialer", "session %llu to %s (%zu in pool)",
+           (unsigned long long)qm_session_id(r->s), key,
+           qm_pool_count(d->pool, key));
+  *out = r;
+  return 0;
+}
+
 /* Put st on the server the policy picks: on its first session that can
  * take it, or on a new session. */
 static int place_stream(qm_dialer *d, qm_stream *st) {
   const struct sockaddr_storage *addr;
-  socklen_t addrlen;
-  char key[INET6_ADDRSTRLEN + 8], err[256];
+  char key[INET6_ADDRSTRLEN + 8];
   sess_ref *r;
   int rv;
 
   st->addr_idx = pick_server(d, st);
   addr = &st->addrs->addr[st->addr_idx];
-  addrlen = st->addrs->len[st->addr_idx];
   addr_key(addr, key, sizeof(key));
   r = qm_pool_pick(d->pool, key);
-  if (!r) {
-    qm_session_owner owner = {0};
-    qm_server_row *row;
-    qm_pool_prune(d->pool, key);
-    /* Caps: a clear error for this one connection, nothing else touched. */
-    if (!qm_policy_may_open_session(
-            qm_pool_count(d->pool, key), qm_pool_count(d->pool, NULL),
-            d->settings.max_sessions_per_dest, d->settings.max_sessions)) {
-      QM_WARN("dialer",
-              "session limit reached for %s (%zu here, %zu in all; "
-              "limits %u and %u): connection refused",
-              key, qm_pool_count(d->pool, key), qm_pool_count(d->pool, NULL),
-              d->settings.max_sessions_per_dest, d->settings.max_sessions);
-      return QM_ELIMIT;
-    }
-    r = calloc(1, sizeof(*r));
-    if (!r)
-      return QM_ENOMEM;
-    r->d = d;
-    r->started = now_ns(d);
-    memcpy(&r->addr, addr, sizeof(r->addr));
-    snprintf(r->key, sizeof(r->key), "%s", key);
-    owner.on_dead = sess_on_dead;
-    owner.on_requeue = sess_on_requeue;
-    owner.on_ready = sess_on_ready;
-    owner.ud = r;
-    rv = qm_session_client_new(&r->s, &d->io, d->tls, &d->settings,
-                               (const struct sockaddr *)addr, addrlen, &owner,
-                               err, sizeof(err));
-    if (rv != 0) {
-      QM_WARN("dialer", "new session to %s: %s", key, err);
-      free(r);
-      return rv;
-    }
-    d->totals.sessions_opened++;
-    if ((row = qm_servers_get(&d->servers, key, (const struct sockaddr *)addr)))
-      row->sessions_opened++;
-    if ((rv = qm_pool_add(d->pool, key, r)) != 0) {
-      qm_session_free(r->s);
-      free(r);
-      return rv;
-    }
-    QM_DEBUG("dialer", "session %llu to %s (%zu in pool)",
-             (unsigned long long)qm_session_id(r->s), key,
-             qm_pool_count(d->pool, key));
-  }
+  if (!r &&
+      (rv = new_session(d, addr, st->addrs->len[st->addr_idx], key, &r)) != 0)
+    return rv;
   qm_session_attach(r->s, st);
   return 0;
+}
+
+/* ---- UDP flows ---- */
+
+typedef struct flow_pick {
+  uint32_t cap;
+  sess_ref *ready, *handshaking, *refusing;
+} flow_pick;
+
+static void flow_pick_one(void *p, void *arg) {
+  sess_ref *r = p;
+  flow_pick *fp = arg;
+  int dg;
+  if (!qm_session_is_active(r->s))
+    return;
+  dg = qm_session_dgram_state(r->s);
+  if (dg < 0) {
+    if (!fp->refusing)
+      fp->refusing = r;
+    return;
+  }
+  if (qm_session_flow_count(r->s) >= fp->cap)
+    return;
+  if (dg > 0 && qm_session_state_of(r->s) == QM_SESS_ESTABLISHED) {
+    if (!fp->ready)
+      fp->ready = r;
+  } else if (qm_session_state_of(r->s) == QM_SESS_HANDSHAKING &&
+             !fp->handshaking) {
+    fp->handshaking = r;
+  }
+}
+
+/* Put a flow on its server (the policy's pick when there are several):
+ * on the first session that negotiated datagrams, or one still
+ * handshaking; when the server's sessions refuse them (a v2ray server),
+ * the flow is refused; otherwise a new session starts. */
+static int flow_bind(qm_flow_ctx *c, qm_flow *f) {
+  qm_dialer *d = c->bind_ud;
+  char key[INET6_ADDRSTRLEN + 8];
+  flow_pick fp = {c->fs.max_per_session, NULL, NULL, NULL};
+  unsigned idx;
+  sess_ref *r;
+  int rv;
+
+  if (f->use_set && d->merged && d->merged->n && f->addrs != d->merged) {
+    if (f->addrs)
+      qm_addrlist_unref(f->addrs);
+    qm_addrlist_ref(d->merged);
+    f->addrs = d->merged; /* the set's addresses now */
+  }
+  if (f->resolving || !f->addrs || !f->addrs->n)
+    return QM_EAGAIN;
+  idx = pick_server_of(d, f->addrs);
+  addr_key(&f->addrs->addr[idx], key, sizeof(key));
+  qm_pool_foreach_key(d->pool, key, flow_pick_one, &fp);
+  r = fp.ready ? fp.ready : fp.handshaking;
+  if (!r && fp.refusing) {
+    qm_session_dgram_refused(fp.refusing->s);
+    return QM_EREFUSED;
+  }
+  if (!r && (rv = new_session(d, &f->addrs->addr[idx], f->addrs->len[idx], key,
+                              &r)) != 0)
+    return rv;
+  qm_session_flow_attach(r->s, f);
+  QM_DEBUG("dialer", "flow %llu on session %llu", (unsigned long long)f->id,
+           (unsigned long long)qm_session_id(r->s));
+  return 0;
+}
+
+static void flow_resolved(qm_addrlist *list, int err, void *ud) {
+  qm_flow *f = ud;
+  f->resolving = 0;
+  if (f->free_later) { /* closed while the name was looked up */
+    f->free_later = 0;
+    qm_flow_close(f);
+    return;
+  }
+  if (err) {
+    qm_flow_fail(f, err);
+    return;
+  }
+  qm_addrlist_ref(list);
+  f->addrs = list;
+}
+
+int qm_dialer_enable_flows(qm_dialer *d, const qm_flow_settings *fs) {
+  if (!d)
+    return QM_EINVAL;
+  qm_flow_ctx_init(&d->flows, &d->io, fs);
+  d->flows.bind = flow_bind;
+  d->flows.bind_ud = d;
+  return 0;
+}
+
+int qm_dial_flow(qm_dialer *d, const char *host, uint16_t port,
+                 const qm_flow_cbs *cbs, void *ud, qm_flow **out) {
+  qm_addrlist *now = NULL;
+  qm_flow *f;
+  int rv;
+
+  if (!d || !d->flows.enabled || (!host && !d->nset))
+    return QM_EINVAL;
+  if (d->flows.nflows >= d->flows.fs.max_flows) {
+    d->flows.totals.dropped_refused++;
+    return QM_ELIMIT;
+  }
+  if (!(f = qm_flow_new(&d->flows, 0, 0)))
+    return QM_ENOMEM;
+  qm_flow_set_callbacks(f, cbs, ud);
+  if (!host) { /* the server set: its addresses when the flow binds */
+    f->use_set = 1;
+    *out = f;
+    return 0;
+  }
+  f->resolving = 1;
+  rv = qm_resolve(d->resolver, host, port, &now, flow_resolved, f);
+  if (rv != 0) {
+    f->resolving = 0;
+    qm_flow_close(f);
+    return rv;
+  }
+  if (now) {
+    f->resolving = 0;
+    f->addrs = now;
+  }
+  *out = f;
+  return 0;
+}
+
+void qm_dialer_flow_stats(const qm_dialer *d, qm_flow_stats *st) {
+  qm__flow_ctx_stats(&d->flows, st);
 }
 
 /* A handshake of r's session failed: its server backs off (once per
@@ -546,6 +695,7 @@ void qm_dialer_free(qm_dialer *d) {
   flush_waiting(d);
   if (d->pool)
     qm_pool_free(d->pool);
+  qm_flow_ctx_clear(&d->flows);
   fail_task_run(&d->fail_task);
   set_clear(d);
   qm_servers_clear(&d->servers);

@@ -39,6 +39,7 @@ struct qm_listener {
   qm_tls_ctx *tls;
   qm_accept_fn on_stream;
   void *ud;
+  qm_flow_ctx flows; /* UDP flows (qm_listener_enable_flows) */
   cid_entry *buckets[QM_CID_BUCKETS];
   sess_node *sessions;
   size_t nsessions;
@@ -332,6 +333,7 @@ static void ep_recv(qm_endpoint *ep, const struct sockaddr *from,
   owner.add_cid = add_cid;
   owner.remove_cid = remove_cid;
   owner.reset_secret = l->reset_secret;
+  owner.flows = &l->flows;
   owner.ud = n;
   if (qm_session_server_new(&s, &l->io, &l->ep, l->tls, &l->settings, &hd,
                             podcid, from, fromlen, &owner) != 0) {
@@ -453,6 +455,7 @@ void qm_listener_free(qm_listener *l) {
     qm_session_free(n->s);
     free(n);
   }
+  qm_flow_ctx_clear(&l->flows);
   for (i = 0; i < QM_CID_BUCKETS; i++)
     while (l->buckets[i]) {
       cid_entry *e = l->buckets[i];
@@ -511,4 +514,19 @@ void qm_listener_foreach_session(const qm_listener *l,
     qm_session_get_info(n->s, &in);
     fn(&in, ud);
   }
+}
+
+int qm_listener_enable_flows(qm_listener *l, const qm_flow_settings *fs,
+                             qm_accept_flow_fn on_flow, void *ud) {
+  if (!l || !on_flow)
+    return QM_EINVAL;
+  qm_flow_ctx_init(&l->flows, &l->io, fs);
+  l->flows.on_flow = on_flow;
+  l->flows.listener = l;
+  l->flows.on_flow_ud = ud;
+  return 0;
+}
+
+void qm_listener_flow_stats(const qm_listener *l, qm_flow_stats *st) {
+  qm__flow_ctx_stats(&l->flows, st);
 }

@@ -251,6 +251,15 @@ static void fill_settings(ngtcp2_settings *st, ngtcp2_transport_params *p,
   p->disable_active_migration = 1;
 }
 
+/* RFC 9221: only a tunnel with UDP flows on advertises DATAGRAM frames, so
+ * a quicmux without them looks exactly like v2ray on the wire (quic-go
+ * parses the parameter but never sends such frames unless enabled). */
+static void advertise_datagrams(const qm_session *x,
+                                ngtcp2_transport_params *p) {
+  if (x->fctx)
+    p->max_datagram_frame_size = 65535;
+}
+
 /* ngtcp2 calls this with the connection's user data, the session. */
 static void qlog_write_cb(void *ud, uint32_t flags, const void *data,
                           size_t len) {
@@ -294,6 +303,8 @@ static int session_alloc(qm_session **out, qm_io *io, qm_tls_ctx *tls,
   x->io = io;
   x->tls = tls;
   x->owner = *owner;
+  if (owner->flows && owner->flows->enabled)
+    x->fctx = owner->flows;
   x->stream_limit_bytes = s->stream_buffer;
   x->max_window = max_window(s);
   x->keepalive_ms = s->keepalive_ms;
@@ -371,6 +382,7 @@ int qm_session_client_new(qm_session **out, qm_io *io, qm_tls_ctx *tls,
                            x->ep->locallen, peer, peerlen, NULL);
   qm_sess_callbacks(&cb, 0);
   fill_settings(&st, &p, s, x->ep, 0);
+  advertise_datagrams(x, &p);
   qlog_start(x, &st, s, &dcid);
   rv = ngtcp2_conn_client_new(&x->conn, &dcid, &scid, &x->ps.path,
                               NGTCP2_PROTO_VER_V1, &cb, &st, &p, NULL, x);
@@ -413,6 +425,7 @@ int qm_session_server_new(qm_session **out, qm_io *io, qm_endpoint *ep,
                            from, fromlen, NULL);
   qm_sess_callbacks(&cb, 1);
   fill_settings(&st, &p, s, ep, 1);
+  advertise_datagrams(x, &p);
   st.token = hd->token;
   st.tokenlen = hd->tokenlen;
   if (odcid)
@@ -534,6 +547,7 @@ void qm_session_free(qm_session *s) {
     if (*pp)
       *pp = s->task.next;
   }
+  qm_sess_dgram_free(s);
   /* Streams still attached end here; their owners hear of it. */
   while ((st = s->streams)) {
     qm_sess_unlink_stream(s, st);

@@ -8,6 +8,7 @@
 
 #include <ngtcp2/ngtcp2.h>
 
+#include "flow.h"
 #include "io.h"
 #include "stream.h"
 #include "tls.h"
@@ -37,6 +38,8 @@ typedef struct qm_session_owner {
   /* Server: the secret (QM_RESET_SECRET_LEN bytes, owned by the owner) the
    * stateless-reset tokens of every connection id are derived from. */
   const uint8_t *reset_secret;
+  /* UDP flows (NULL or not enabled: no datagrams advertised). */
+  qm_flow_ctx *flows;
   void *ud;
 } qm_session_owner;
 
@@ -102,6 +105,21 @@ void qm_session_stream_consumed(qm_session *s, qm_stream *st, size_t n);
 /* How many bytes a stream with a base buffer of base may hold unacknowledged
  * now (grows with the congestion window). */
 size_t qm_session_send_limit(const qm_session *s, size_t base);
+
+/* UDP flows (session_dgram.c). Whether the peer takes datagrams: 1 yes, 0
+ * not known yet (handshaking, or flows off), -1 no (v2ray). */
+int qm_session_dgram_state(const qm_session *s);
+size_t qm_session_flow_count(const qm_session *s);
+void qm_session_flow_attach(qm_session *s, qm_flow *f);
+void qm_session_flow_detach(qm_session *s, qm_flow *f);
+/* Queue one datagram of f: 0, QM_EAGAIN (queue full: dropped), QM_EINVAL,
+ * QM_EREFUSED (the peer takes no datagrams), QM_ECLOSED. */
+int qm_session_dgram_send(qm_session *s, qm_flow *f, const uint8_t *data,
+                          size_t len);
+/* Log, once per session, that the peer refuses UDP. */
+void qm_session_dgram_refused(qm_session *s);
+/* Client: tell the server flow id is closed (best effort). */
+void qm_session_flow_closed(qm_session *s, uint64_t id);
 
 /* Internal, for tests: the ngtcp2 callbacks of the TLS/crypto glue (all
  * others zero), as every session gets them. */

@@ -61,6 +61,15 @@ static int handshake_completed_cb(ngtcp2_conn *conn, void *ud) {
     s->owner.on_ready(s, s->owner.ud);
   if (!s->server)
     qm_sess_open_pending(s);
+  qm_sess_dgram_handshake(s);
+  return 0;
+}
+
+static int recv_datagram_cb(ngtcp2_conn *conn, uint32_t flags,
+                            const uint8_t *data, size_t datalen, void *ud) {
+  (void)conn;
+  (void)flags;
+  qm_sess_dgram_recv(ud, data, datalen);
   return 0;
 }
 
@@ -251,6 +260,7 @@ void qm_sess_callbacks(ngtcp2_callbacks *cb, int server) {
   cb->get_new_connection_id = get_new_cid_cb;
   cb->remove_connection_id = remove_cid_cb;
   cb->handshake_completed = handshake_completed_cb;
+  cb->recv_datagram = recv_datagram_cb;
   cb->recv_stateless_reset = recv_stateless_reset_cb;
   cb->extend_max_local_streams_bidi = extend_max_local_streams_bidi_cb;
   cb->stream_open = stream_open_cb;

@@ -19,9 +19,10 @@ void qm_sess_idle_cb(struct ev_loop *loop, ev_timer *w, int revents) {
 void qm_sess_streams_changed(qm_session *s, size_t before) {
   qm_policy_timers t;
   if (s->server || !s->conn || s->state == QM_SESS_DEAD ||
-      (before > 0) == (s->nstreams > 0))
+      (before > 0) == (qm_sess_busy(s) > 0))
     return;
-  t = qm_policy_on_streams(s->nstreams, s->keepalive_ms, s->session_idle_ms);
+  t = qm_policy_on_streams(qm_sess_busy(s), s->keepalive_ms,
+                           s->session_idle_ms);
   ngtcp2_conn_set_keep_alive_timeout(s->conn,
                                      t.keepalive_ms * NGTCP2_MILLISECONDS);
   ev_timer_stop(s->io->loop, &s->idle_timer);
@@ -30,7 +31,7 @@ void qm_sess_streams_changed(qm_session *s, size_t before) {
     ev_timer_start(s->io->loop, &s->idle_timer);
   }
   /* the path is watched only while connections depend on it */
-  if (s->nstreams > 0)
+  if (qm_sess_busy(s) > 0)
     ev_timer_again(s->io->loop, &s->health_timer);
   else
     ev_timer_stop(s->io->loop, &s->health_timer);

@@ -23,6 +23,19 @@
 #define QM_BURST (32 * 1024)
 #define QM_HEALTH_INTERVAL 0.1 /* seconds: the silence rule's resolution */
 
+/* What a DATAGRAM frame needs besides its payload in a 1-RTT packet: a
+ * short header (1 + DCID up to 20 + packet number up to 4), the AEAD tag
+ * (16) and the frame's type and length (3). */
+#define QM_DG_FRAME_OVERHEAD 44
+
+/* One DATAGRAM frame payload waiting to be sent (session_dgram.c). */
+typedef struct qm_dq {
+  struct qm_dq *next;
+  size_t len;
+  uint8_t data[];
+} qm_dq;
+typedef struct qm_reasm qm_reasm;
+
 struct qm_session {
   uint64_t id;
   int server;
@@ -76,7 +89,25 @@ struct qm_session {
    * flight (the first, or the one after a Retry) goes out reversed */
   int hide, hide_decoy_sent, hide_reverse;
   int want_retry; /* server: see qm_session_wants_retry */
+  /* UDP flows (session_dgram.c) */
+  qm_flow_ctx *fctx; /* the owner's, NULL when flows are off */
+  qm_flow *flows;    /* flows on this session */
+  size_t nflows;
+  int dgram_peer;           /* 1 the peer takes datagrams, -1 not, 0 unknown */
+  int dgram_logged;         /* the refusal was logged */
+  int flow_cap_logged;      /* the flow cap was logged */
+  int dgram_turn;           /* the send loop alternates datagrams and streams */
+  qm_dq *dq_head, *dq_tail; /* DATAGRAM frame payloads to send */
+  size_t dq_bytes;
+  qm_reasm *reasm[16]; /* datagrams arriving in pieces */
+  size_t reasm_bytes;
+  uint64_t dgram_malformed, dgram_dropped;
 };
+
+/* Streams and flows: a session that carries either is in use. */
+static inline size_t qm_sess_busy(const qm_session *s) {
+  return s->nstreams + s->nflows;
+}
 
 static inline void qm_sess_schedule(qm_session *s) {
   qm_io_defer(s->io, &s->task);
@@ -123,5 +154,11 @@ void qm_sess_idle_cb(struct ev_loop *loop, ev_timer *w, int revents);
 size_t qm_sess_probe_timeouts(const qm_session *s, const ngtcp2_conn_info *cs,
                               ngtcp2_tstamp now);
 void qm_sess_streams_changed(qm_session *s, size_t before);
+
+/* session_dgram.c: flows, the datagram queue, reassembly. */
+qm_dq *qm_sess_dq_pop(qm_session *s);
+void qm_sess_dgram_handshake(qm_session *s);
+void qm_sess_dgram_recv(qm_session *s, const uint8_t *data, size_t len);
+void qm_sess_dgram_free(qm_session *s);
 
 #endif

@@ -11,7 +11,7 @@
 /* ---- stream lists ---- */
 
 void qm_sess_link_stream(qm_session *s, qm_stream *st) {
-  size_t before = s->nstreams;
+  size_t before = qm_sess_busy(s);
   st->sess = s;
   st->last_sess_id = s->id;
   st->prev = NULL;
@@ -32,7 +32,7 @@ void qm_sess_unlink_stream(qm_session *s, qm_stream *st) {
     st->next->prev = st->prev;
   st->prev = st->next = NULL;
   s->nstreams--;
-  qm_sess_streams_changed(s, s->nstreams + 1);
+  qm_sess_streams_changed(s, qm_sess_busy(s) + 1);
 }
 
 void qm_sess_wq_remove(qm_session *s, qm_stream *st) {
@@ -174,6 +174,43 @@ void qm_sess_timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
 
 /* ---- writing ---- */
 
+/* One DATAGRAM frame from the head of the queue into the packet being
+ * built in slot: 1 to go on (the frame went in and the packet has room, or
+ * the frame was dropped), 0 to stop (congestion or pacing), 2 when a
+ * packet of *nwrite bytes is ready, -1 after a fatal error. */
+static int write_dgram(qm_session *s, uint8_t *slot, size_t maxlen,
+                       ngtcp2_pkt_info *pi, ngtcp2_tstamp ts,
+                       ngtcp2_ssize *nwrite) {
+  qm_dq *e = s->dq_head;
+  ngtcp2_vec v;
+  int accepted = 0;
+
+  v.base = e->data;
+  v.len = e->len;
+  *nwrite = ngtcp2_conn_writev_datagram(
+      s->conn, &s->ps.path, pi, slot, maxlen, &accepted,
+      NGTCP2_WRITE_DATAGRAM_FLAG_MORE, 0, &v, 1, ts);
+  if (accepted)
+    free(qm_sess_dq_pop(s));
+  if (*nwrite == NGTCP2_ERR_WRITE_MORE)
+    return 1;
+  if (*nwrite == NGTCP2_ERR_INVALID_ARGUMENT ||
+      (*nwrite == 0 && !accepted && e == s->dq_head &&
+       e->len + QM_DG_FRAME_OVERHEAD >
+           ngtcp2_conn_get_path_max_tx_udp_payload_size(s->conn))) {
+    /* larger than the peer takes, or than the path carries now (it
+     * shrank): drop it, never stall the queue */
+    free(qm_sess_dq_pop(s));
+    s->dgram_dropped++;
+    return 1;
+  }
+  if (*nwrite < 0) {
+    qm_sess_fail(s, (int)*nwrite);
+    return -1;
+  }
+  return *nwrite == 0 ? 0 : 2;
+}
+
 void qm_sess_write(qm_session *s) {
   ngtcp2_vec vec[QM_MAX_VEC];
   ngtcp2_pkt_info pi;
@@ -226,6 +263,21 @@ void qm_sess_write(qm_session *s) {
       if (!slot)
         break;
     }
+    /* Datagrams and streams take turns, one frame each, so neither can
+     * starve the other (both are congestion controlled). */
+    if (s->dq_head && s->dgram_peer > 0 && (!st || s->dgram_turn)) {
+      int r;
+      s->dgram_turn = 0;
+      r = write_dgram(s, slot, maxlen, &pi, ts, &nwrite);
+      if (r < 0)
+        return;
+      if (r == 0)
+        break;
+      if (r == 1)
+        continue;
+      goto commit;
+    }
+    s->dgram_turn = 1;
     if (st) {
       sid = st->id;
       nvec = qm_stream_unsent(st, vec, QM_MAX_VEC, &total);
@@ -272,6 +324,7 @@ void qm_sess_write(qm_session *s) {
         wq_pop(s);
       break;
     }
+  commit:
     qm_endpoint_commit(s->ep, (size_t)nwrite, (struct sockaddr *)&s->remote,
                        s->remotelen);
     s->tx++;
@@ -361,6 +414,7 @@ static void session_finish(qm_session *s) {
   }
   s->ev_head = NULL;
   s->wq_head = s->wq_tail = NULL;
+  qm_sess_dgram_free(s);
   if (!s->dead_notified) {
     s->dead_notified = 1;
     if (s->owner.on_dead)

@@ -747,7 +747,8 @@ static int parse_tunnel(cfgctx *x, json_t *t, size_t idx, tunnel_cfg *c) {
                   "handshakeTimeout, keepAlive, sessionIdle, maxSessions, "
                   "maxSessionsPerServer, "
                   "maxConnections, retry, congestion, drain, qlogDir, "
-                  "qlogMaxFiles, hideInitial)");
+                  "qlogMaxFiles, hideInitial, udp, udpIdle, udpMaxFlows, "
+                  "udpFlowsPerSession, udpQueue)");
     if (json_is_null(v))
       continue;
     if (!(o->modes & r))

@@ -135,6 +135,25 @@ const opt_def opt_table[] = {
    "decrypts (a random decoy datagram first, the ClientHello padded over two "
    "Initials sent last first); v2ray and quicmux servers accept it. Nothing "
    "to do with a key: every packet is encrypted then (default off)"},
+  {OPT_UDP, "udp", NULL, NULL, "udp", T_SWITCH, 0, 0, CS, NULL,
+   "carry UDP too, in QUIC datagrams (quicmux on both ends: a v2ray peer "
+   "refuses it, TCP goes on): the client also listens for UDP on --listen's "
+   "address, one flow per local peer; the server sends each flow's "
+   "datagrams to --target from a UDP socket of its own"},
+  {OPT_UDP_IDLE, "udp-idle", NULL, NULL, "udpIdle", T_NUM, 1, 86400, CS,
+   "SEC", "close a UDP flow after SEC seconds without a datagram either way "
+   "(default 60)"},
+  {OPT_UDP_MAX_FLOWS, "udp-max-flows", NULL, NULL, "udpMaxFlows", T_NUM, 1,
+   1000000, CS, "N",
+   "UDP flows open at once in all; more are refused (default 4096)"},
+  {OPT_UDP_FLOWS_PER_SESSION, "udp-flows-per-session", NULL, NULL,
+   "udpFlowsPerSession", T_NUM, 1, 65535, CS, "N",
+   "UDP flows on one QUIC session (default 256; a client starts another "
+   "session beyond it, a server drops new flows)"},
+  {OPT_UDP_QUEUE, "udp-queue", NULL, NULL, "udpQueue", T_NUM, 16, 65536, CS,
+   "KIB", "UDP datagrams waiting to be sent, per QUIC session, in KiB: more "
+   "are dropped (and counted); a larger queue loses less in bursts and "
+   "delays more on a slow path (default 1024)"},
   {OPT_CONFIG, "config", NULL, NULL, NULL, T_STR, 0, 0, MODE_CONFIG, "FILE",
    "run the tunnels of a JSON config file (also -c FILE)"},
   {OPT_CHECK, "check", NULL, NULL, NULL, T_SWITCH, 0, 0,
@@ -262,6 +281,7 @@ void tunnel_cfg_init(tunnel_cfg *c, unsigned role, opt_style style,
   c->style = style;
   c->drain_s = 2;
   qm_settings_default(&c->s);
+  qm_flow_settings_default(&c->fs);
   if (prefix)
     c->prefix = tunnel_cfg_strdup(c, prefix);
 }
@@ -463,6 +483,21 @@ int tunnel_cfg_set(tunnel_cfg *c, const opt_def *o, const char *where,
   case OPT_HIDE_INITIAL:
     c->s.hide_initial = 1;
     break;
+  case OPT_UDP:
+    c->udp = 1;
+    break;
+  case OPT_UDP_IDLE:
+    c->fs.idle_ms = 1000ull * (uint64_t)n;
+    break;
+  case OPT_UDP_MAX_FLOWS:
+    c->fs.max_flows = (uint32_t)n;
+    break;
+  case OPT_UDP_FLOWS_PER_SESSION:
+    c->fs.max_per_session = (uint32_t)n;
+    break;
+  case OPT_UDP_QUEUE:
+    c->fs.queue_bytes = 1024 * (size_t)n;
+    break;
   default:
     snprintf(err, errlen, "%s: not a tunnel option", where);
     return -1;
@@ -604,6 +639,16 @@ int app_metrics_check(app_metrics *m, const char *name, const char *public_name,
 
 int tunnel_cfg_check(tunnel_cfg *c, char *err, size_t errlen) {
   char nb[160], nb2[160], e[256];
+  static const opt_id udp_opts[] = {OPT_UDP_IDLE, OPT_UDP_MAX_FLOWS,
+                                    OPT_UDP_FLOWS_PER_SESSION, OPT_UDP_QUEUE};
+  size_t i;
+  for (i = 0; !c->udp && i < sizeof(udp_opts) / sizeof(udp_opts[0]); i++)
+    if (c->where[udp_opts[i] - OPT__FIRST]) {
+      snprintf(err, errlen, "%s needs %s",
+               tunnel_cfg_name(c, udp_opts[i], nb, sizeof(nb)),
+               tunnel_cfg_name(c, OPT_UDP, nb2, sizeof(nb2)));
+      return -1;
+    }
   if (check_addr(c, OPT_LISTEN, c->listen, c->listen_host, &c->listen_port, 1,
                  1, &c->listen_addr, &c->listen_len, err, errlen) != 0)
     return -1;
@@ -673,13 +718,14 @@ void tunnel_cfg_describe(const tunnel_cfg *c, char *buf, size_t len) {
   else
     snprintf(tls, sizeof(tls), "server certificate verified for %s",
              c->s.server_name ? c->s.server_name : "quic.internal.v2ray.com");
-  snprintf(buf, len, "%s on %s %s, %s %s (security %s, header %s, TLS %s)",
+  snprintf(buf, len, "%s on %s %s, %s %s (security %s, header %s, TLS %s)%s",
            c->role == MODE_CLIENT ? "client" : "server",
-           c->role == MODE_CLIENT ? "tcp" : "udp", c->listen,
+           c->role == MODE_CLIENT ? (c->udp ? "tcp+udp" : "tcp") : "udp",
+           c->listen,
            c->role == MODE_CLIENT ? (c->nservers > 1 ? "servers" : "server")
                                   : "target",
            remote, qm_security_name(c->s.security), qm_header_name(c->s.header),
-           tls);
+           tls, c->udp ? ", UDP flows in QUIC datagrams" : "");
 }
 
 /* ---- temporary files ---- */

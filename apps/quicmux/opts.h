@@ -61,6 +61,11 @@ typedef enum {
   OPT_QLOG_DIR,
   OPT_QLOG_MAX_FILES,
   OPT_HIDE_INITIAL,
+  OPT_UDP,
+  OPT_UDP_IDLE,
+  OPT_UDP_MAX_FLOWS,
+  OPT_UDP_FLOWS_PER_SESSION,
+  OPT_UDP_QUEUE,
   OPT_CONFIG,
   OPT_CHECK,
   OPT_CONNECTIONS,
@@ -151,6 +156,8 @@ typedef struct tunnel_cfg {
   int warn_unverified;   /* v2ray's default TLS: the certificate is unchecked */
   int drain_s;           /* seconds open connections get on SIGTERM */
   const char *state_dir; /* server: where the static secret is kept */
+  int udp;               /* --udp: carry UDP flows too */
+  qm_flow_settings fs;   /* their limits */
   /* after tunnel_cfg_check */
   char listen_host[256], remote_host[256];
   uint16_t listen_port, remote_port;

@@ -177,6 +177,13 @@ static int start_one(struct ev_loop *loop, tunnel_cfg *c, tunnel **out) {
   }
   if (c->tag)
     tunnel_set_tag(*out, c->tag);
+  if (c->udp && tunnel_enable_udp(*out, &c->fs, err, sizeof(err)) != 0) {
+    app_logm(QM_LOG_ERROR, "quicmux", "%s: %s", tag, err);
+    fprintf(stderr, "quicmux: %s: %s\n", tag, err);
+    tunnel_free(*out);
+    *out = NULL;
+    return -1;
+  }
   tunnel_cfg_describe(c, err, sizeof(err));
   app_logm(QM_LOG_INFO, "quicmux", "%s: %s", tag, err);
   return 0;

@@ -12,6 +12,7 @@
 
 #include "app.h"
 #include "tunnel.h"
+#include "udp_relay.h"
 
 /* Reads per readiness event, so one fast connection cannot starve others. */
 #define READS_PER_EVENT 4
@@ -34,6 +35,7 @@ struct tunnel {
   char *tag;          /* name in logs */
   uint64_t next_conn; /* connection ids for logs */
   int draining;       /* stopping: new connections/streams are refused */
+  udp_relay *udp;     /* --udp, or NULL */
 };
 
 typedef struct conn_splice {
@@ -398,6 +400,26 @@ int tunnel_server_new(tunnel **out, struct ev_loop *loop,
   return 0;
 }
 
+int tunnel_enable_udp(tunnel *t, const qm_flow_settings *fs, char *err,
+                      size_t errlen) {
+  struct sockaddr_storage ss;
+  socklen_t len;
+  if (t->server)
+    return udp_relay_server_new(&t->udp, t->loop, t->listener,
+                                (struct sockaddr *)&t->target, t->targetlen, fs,
+                                tag_of(t), err, errlen);
+  /* the TCP listener's address, its port included when it was 0 */
+  if (tunnel_local_addr(t, &ss, &len) != 0) {
+    snprintf(err, errlen, "UDP: no listen address");
+    return QM_EIO;
+  }
+  /* with several servers, flows go to the dialer's set as streams do */
+  return udp_relay_client_new(&t->udp, t->loop, t->dialer,
+                              (struct sockaddr *)&ss, len,
+                              t->server_set ? NULL : t->server_host,
+                              t->server_port, fs, tag_of(t), err, errlen);
+}
+
 void tunnel_stop_accepting(tunnel *t) {
   t->draining = 1;
   if (t->lfd >= 0) {
@@ -412,7 +434,8 @@ void tunnel_free(tunnel *t) {
     return;
   tunnel_stop_accepting(t);
   /* Freeing the dialer/listener closes every stream; on_close frees the
-   * splices. */
+   * splices. The UDP relay goes first: its flows die with them silently. */
+  udp_relay_free(t->udp);
   qm_dialer_free(t->dialer);
   qm_listener_free(t->listener);
   free(t->server_host);
@@ -430,10 +453,60 @@ int tunnel_set_tag(tunnel *t, const char *tag) {
     return QM_ENOMEM;
   free(t->tag);
   t->tag = d;
+  if (t->udp)
+    udp_relay_set_tag(t->udp, tag_of(t));
   return 0;
 }
 
+static void tunnel_describe_base(const tunnel *t, char *buf, size_t len);
+
+void tunnel_get_udp_stats(const tunnel *t, tunnel_udp_stats *st) {
+  udp_relay_stats us;
+  qm_flow_stats fs;
+  memset(st, 0, sizeof(*st));
+  if (!t->udp)
+    return;
+  udp_relay_get_stats(t->udp, &us);
+  if (t->dialer)
+    qm_dialer_flow_stats(t->dialer, &fs);
+  else
+    qm_listener_flow_stats(t->listener, &fs);
+  st->flows = fs.flows;
+  st->flows_open = us.flows_open;
+  st->datagrams_up = us.datagrams_up;
+  st->datagrams_down = us.datagrams_down;
+  st->dropped_queue = fs.dropped_queue;
+  st->dropped_incomplete = fs.dropped_incomplete;
+  st->dropped_refused = fs.dropped_refused + us.dropped_refused;
+  st->dropped_local = us.dropped_local;
+}
+
+/* ", UDP: ..." after the line of tunnel_describe. */
+static void describe_udp(const tunnel *t, char *buf, size_t len) {
+  tunnel_udp_stats u;
+  size_t n = strlen(buf);
+  if (!t->udp || n >= len)
+    return;
+  tunnel_get_udp_stats(t, &u);
+  snprintf(buf + n, len - n,
+           "; UDP: %llu flows (%llu open), %llu datagrams up, %llu down, "
+           "dropped: %llu queue full, %llu incomplete, %llu refused, %llu "
+           "local",
+           (unsigned long long)u.flows, (unsigned long long)u.flows_open,
+           (unsigned long long)u.datagrams_up,
+           (unsigned long long)u.datagrams_down,
+           (unsigned long long)u.dropped_queue,
+           (unsigned long long)u.dropped_incomplete,
+           (unsigned long long)u.dropped_refused,
+           (unsigned long long)u.dropped_local);
+}
+
 void tunnel_describe(const tunnel *t, char *buf, size_t len) {
+  tunnel_describe_base(t, buf, len);
+  describe_udp(t, buf, len);
+}
+
+static void tunnel_describe_base(const tunnel *t, char *buf, size_t len) {
   if (t->dialer) {
     qm_dialer_stats ds;
     qm_dialer_get_stats(t->dialer, &ds);

@@ -38,6 +38,10 @@ int tunnel_server_new(tunnel **out, struct ev_loop *loop,
                       const struct sockaddr *listen_addr, socklen_t listenlen,
                       const struct sockaddr *target, socklen_t targetlen,
                       const qm_settings *s, char *err, size_t errlen);
+/* --udp: carry UDP too (client: on the TCP listen address; server: to
+ * the target). Call right after tunnel_client_new / tunnel_server_new. */
+int tunnel_enable_udp(tunnel *t, const qm_flow_settings *fs, char *err,
+                      size_t errlen);
 /* The address the tunnel listens on (TCP for a client, UDP for a server). */
 int tunnel_local_addr(const tunnel *t, struct sockaddr_storage *ss,
                       socklen_t *len);
@@ -63,6 +67,13 @@ const qm_listener *tunnel_listener(const tunnel *t);
 void tunnel_foreach_session(const tunnel *t,
                             void (*fn)(const qm_session_info *, void *),
                             void *ud);
+/* --udp: the relay's counts and every flow's (zeros without --udp). */
+typedef struct tunnel_udp_stats {
+  uint64_t flows, flows_open;
+  uint64_t datagrams_up, datagrams_down;
+  uint64_t dropped_queue, dropped_incomplete, dropped_refused, dropped_local;
+} tunnel_udp_stats;
+void tunnel_get_udp_stats(const tunnel *t, tunnel_udp_stats *st);
 /* TCP connections (client) or streams (server) still open. */
 uint64_t tunnel_open_connections(const tunnel *t);
 

@@ -18,6 +18,7 @@ typedef struct snap {
   const char *tag, *role;
   int server;
   tunnel_stats ts;
+  tunnel_udp_stats us;
   qm_totals tot;
   size_t streams;
   uint64_t refused, unroutable, bad_tokens, retries, resets;
@@ -48,6 +49,7 @@ static void take(snap *s, const tunnel *t) {
   memset(s, 0, sizeof(*s));
   s->tag = tunnel_tag(t);
   tunnel_get_stats(t, &s->ts);
+  tunnel_get_udp_stats(t, &s->us);
   if (tunnel_listener(t)) {
     qm_listener_stats ls;
     qm_listener_get_stats(tunnel_listener(t), &ls);
@@ -211,6 +213,23 @@ static uint64_t sv_hs_failed(const qm_server_info *in) {
   return in->handshakes_failed;
 }
 
+static uint64_t v_flows(const snap *s) {
+  return s->us.flows;
+}
+static uint64_t v_flows_open(const snap *s) {
+  return s->us.flows_open;
+}
+static uint64_t v_flow_dgrams(const snap *s, size_t k) {
+  return k ? s->us.datagrams_down : s->us.datagrams_up;
+}
+static const char *const flow_drops[] = {"queue_full", "incomplete", "refused",
+                                         "local"};
+static uint64_t v_flow_drops(const snap *s, size_t k) {
+  const uint64_t v[] = {s->us.dropped_queue, s->us.dropped_incomplete,
+                        s->us.dropped_refused, s->us.dropped_local};
+  return v[k];
+}
+
 /* Per-session gauges. */
 static void per_session(prom_buf *b, const snap *v, size_t n, const char *name,
                         const char *help, int seconds,
@@ -362,6 +381,22 @@ int tunnel_metrics_text(tunnel *const *t, size_t n, const metrics_counts *mc,
              "stateless resets sent for packets of unknown sessions (a "
              "restart, or a session that ended)",
              v_resets, 1);
+
+  per_tunnel(&b, v, n, "quicmux_udp_flows_total", "counter",
+             "UDP flows (--udp) opened: local peers (client) or flows "
+             "accepted (server)",
+             v_flows, 0);
+  per_tunnel(&b, v, n, "quicmux_udp_flows_open", "gauge", "UDP flows open now",
+             v_flows_open, 0);
+  per_label(&b, v, n, "quicmux_udp_flow_datagrams_total", "counter",
+            "UDP datagrams carried by flows; up = client to server",
+            "direction", dirs_updown, 2, v_flow_dgrams);
+  per_label(&b, v, n, "quicmux_udp_flow_dropped_total", "counter",
+            "UDP datagrams of flows dropped: queue_full (sent faster than "
+            "the path carries), incomplete (a fragment was lost), refused "
+            "(flow cap, or a peer without datagrams), local (a local "
+            "socket's buffer was full)",
+            "reason", flow_drops, 4, v_flow_drops);
 
   per_session(&b, v, n, "quicmux_session_rtt_seconds",
               "smoothed round-trip time of a session (at most 256 sessions "

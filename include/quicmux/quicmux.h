@@ -384,6 +384,105 @@ void qm_listener_foreach_session(const qm_listener *l,
                                  void (*fn)(const qm_session_info *, void *),
                                  void *ud);
 
+/* ---- UDP flows (QUIC datagrams, RFC 9221) --------------------------- */
+
+/*
+ * A flow carries UDP datagrams between a dialer and a listener in QUIC
+ * DATAGRAM frames: unreliable, unordered, never retransmitted, like UDP
+ * itself. Both ends must enable flows (qm_dialer_enable_flows,
+ * qm_listener_enable_flows) before their first session: only then do they
+ * advertise the max_datagram_frame_size transport parameter. A peer that
+ * does not advertise it (v2ray, a quicmux without flows) never gets a
+ * DATAGRAM frame: the flow is refused (on_close with QM_EREFUSED) and the
+ * streams of the same session go on unharmed.
+ *
+ * A datagram of up to 65,507 bytes is carried whole: one that fits the
+ * path goes in one frame, a larger one is split into fragments and put
+ * together again on the other end; a lost fragment drops the whole
+ * datagram. Each session has a bounded send queue: a datagram that does
+ * not fit is dropped (qm_flow_send returns QM_EAGAIN and the flow counts
+ * it), never buffered without limit.
+ *
+ * The client picks, for a new flow, the first session of the destination
+ * that negotiated datagrams (a handshaking one will do), or starts a new
+ * session; when its session ends, the flow moves to another one at its
+ * next datagram. The server's flows end with their session.
+ */
+typedef struct qm_flow qm_flow;
+
+/* 0 in a field means its default. Like the other settings structs, it may
+ * grow at the end before 1.0. */
+typedef struct qm_flow_settings {
+  uint64_t idle_ms;         /* a flow with no datagram either way for this
+                               long closes (default 60000) */
+  uint32_t max_per_session; /* flows on one session (default 256) */
+  uint32_t max_flows;       /* flows of the dialer / listener in all
+                               (default 4096) */
+  size_t queue_bytes;       /* a session's send queue (default 1 MiB) */
+} qm_flow_settings;
+
+/* Fill with the defaults above. */
+void qm_flow_settings_default(qm_flow_settings *fs);
+
+typedef struct qm_flow_cbs {
+  /* One whole datagram arrived (never a part of one). */
+  void (*on_recv)(qm_flow *f, const uint8_t *data, size_t len, void *ud);
+  /* Final: the flow ended by itself (QM_ETIMEDOUT: idle; QM_EREFUSED: the
+   * peer does not take datagrams; QM_ECLOSED: its session ended, server;
+   * 0: the client closed it, server). The flow is freed right after this
+   * returns. Not called after qm_flow_close. */
+  void (*on_close)(qm_flow *f, int err, void *ud);
+} qm_flow_cbs;
+
+/* Counters of one flow (or, for qm_dialer/listener_flow_stats, of every
+ * flow since the dialer or listener was made). */
+typedef struct qm_flow_stats {
+  uint64_t flows; /* flows opened (dialer/listener totals only) */
+  uint64_t datagrams_sent, bytes_sent;         /* queued for the peer */
+  uint64_t datagrams_received, bytes_received; /* delivered to on_recv */
+  uint64_t dropped_queue;      /* send queue full, or no session yet */
+  uint64_t dropped_incomplete; /* received in part: a fragment was lost */
+  uint64_t dropped_refused;    /* over a flow cap, or the peer refuses */
+} qm_flow_stats;
+
+/* Client: advertise datagrams on every new session of this dialer and
+ * allow qm_dial_flow. fs NULL = defaults. Call before the first qm_dial. */
+int qm_dialer_enable_flows(qm_dialer *d, const qm_flow_settings *fs);
+/* Client: a new flow to the server host:port (resolved as qm_dial does).
+ * No packet is sent until qm_flow_send. QM_ELIMIT over max_flows,
+ * QM_EINVAL if flows are not enabled. */
+int qm_dial_flow(qm_dialer *d, const char *host, uint16_t port,
+                 const qm_flow_cbs *cbs, void *ud, qm_flow **out);
+void qm_dialer_flow_stats(const qm_dialer *d, qm_flow_stats *st);
+
+/* Server: a client opened a flow (its first datagram follows at once).
+ * Set the callbacks here with qm_flow_set_callbacks, or qm_flow_close it. */
+typedef void (*qm_accept_flow_fn)(qm_listener *l, qm_flow *f, void *ud);
+/* Server: advertise datagrams on every new session and hand new flows to
+ * on_flow. fs NULL = defaults. Call right after qm_listener_new. */
+int qm_listener_enable_flows(qm_listener *l, const qm_flow_settings *fs,
+                             qm_accept_flow_fn on_flow, void *ud);
+void qm_listener_flow_stats(const qm_listener *l, qm_flow_stats *st);
+
+/* Queue one datagram (1..65507 bytes; 0 bytes is allowed too). 0 when
+ * queued; QM_EAGAIN when dropped because the session's queue is full or no
+ * session is ready yet (the name is still being resolved); QM_EINVAL over
+ * 65,507 bytes; QM_EREFUSED / QM_ELIMIT / QM_ECLOSED when the flow cannot
+ * carry it (on_close follows). May be called from on_recv. */
+int qm_flow_send(qm_flow *f, const uint8_t *data, size_t len);
+void qm_flow_set_callbacks(qm_flow *f, const qm_flow_cbs *cbs, void *ud);
+/* Close and free the flow (tells the server when it can); no on_close.
+ * Safe from inside the flow's own callbacks. */
+void qm_flow_close(qm_flow *f);
+/* The flow's id on the wire (chosen by the client). */
+uint64_t qm_flow_id(const qm_flow *f);
+/* The id of the session carrying the flow now, 0 if none. */
+uint64_t qm_flow_session_id(const qm_flow *f);
+void qm_flow_get_stats(const qm_flow *f, qm_flow_stats *st);
+
+/* The largest datagram a flow carries. */
+#define QM_FLOW_MAX_DATAGRAM 65507
+
 /* ---- transport registry --------------------------------------------- */
 
 /* A transport is a name with its dial and listen functions, as v2ray
