@@ -16,6 +16,7 @@
   udp.idle             --udp-idle 1: the server closes a flow's socket after a second
   udp.server-restart   the server killed and started again: the same local peer's flow
                        moves to a new session
+  udp.several-servers  --server twice, the first dead: the flow ends up on the live one
   udp.v2ray-server     quicmux client --udp against a v2ray server: UDP refused with one
                        log line, TCP through the same tunnel byte-exact
   udp.qm-server-no-udp the same against a quicmux server without --udp
@@ -435,6 +436,24 @@ def server_restart(c):
     return "echo again %.2f s after the restart; client: %s" % (dt, line.split("; ", 1)[-1])
 
 
+def several_servers(c):
+    """--server twice, the first one dead (nothing listens): flows go to the server set
+    like streams; the one that fails backs off and the flow moves to the live one."""
+    e = udp_echo(c)
+    dead = qm.free_udp_port()
+    sp, saddr = c.qm_server(e.addr, extra=("--udp",))
+    cp, caddr = c.qm_client(("127.0.0.1", dead), port=free_port_both(),
+                            extra=("--udp", "--server", "127.0.0.1:%d" % saddr[1],
+                                   "--handshake-timeout", "1"))
+    qm.udp_bound_at(caddr[1], cp.pid, cp)
+    s = udp_sock()
+    c.on_close(s.close)
+    got = roundtrip(s, caddr, b"to the live one", tries=10, wait=1.0)
+    qm.check(got == b"to the live one", "no echo within 10 s (got %r)" % (got,))
+    qm.check(roundtrip(s, caddr, b"again") == b"again", "no second echo")
+    return None
+
+
 def refused(c, server_kind):
     tcp_echo = c.echo_server()
     if server_kind == "v2ray":
@@ -520,6 +539,7 @@ def main():
         ("udp.flood", flood, ()),
         ("udp.idle", idle, ()),
         ("udp.server-restart", server_restart, ()),
+        ("udp.several-servers", several_servers, ()),
         ("udp.qm-server-no-udp", refused, ("quicmux",)),
     ]
     if qm.have_v2ray():
