@@ -448,8 +448,10 @@ typedef struct qm_flow_stats {
 /* Client: advertise datagrams on every new session of this dialer and
  * allow qm_dial_flow. fs NULL = defaults. Call before the first qm_dial. */
 int qm_dialer_enable_flows(qm_dialer *d, const qm_flow_settings *fs);
-/* Client: a new flow to the server host:port (resolved as qm_dial does).
- * No packet is sent until qm_flow_send. QM_ELIMIT over max_flows,
+/* Client: a new flow to the server host:port (resolved as qm_dial does;
+ * host NULL: the dialer's server set, as for qm_dial, where the flow goes
+ * to the server a new stream would go to and stays until its session
+ * ends). No packet is sent until qm_flow_send. QM_ELIMIT over max_flows,
  * QM_EINVAL if flows are not enabled. */
 int qm_dial_flow(qm_dialer *d, const char *host, uint16_t port,
                  const qm_flow_cbs *cbs, void *ud, qm_flow **out);
