@@ -294,7 +294,7 @@ static void ep_recv(qm_endpoint *ep, const struct sockaddr *from,
   }
   s = cid_find(l, vc.dcid, vc.dcidlen);
   if (s) {
-    qm_session_recv(s, from, fromlen, pkt, len);
+    qm_session_recv(s, ep, from, fromlen, pkt, len);
     return;
   }
   /* Unknown id: only an Initial may start a session. */
@@ -349,7 +349,7 @@ static void ep_recv(qm_endpoint *ep, const struct sockaddr *from,
   l->accepted++;
   QM_DEBUG("listener", "session %llu accepted",
            (unsigned long long)qm_session_id(s));
-  qm_session_recv(s, from, fromlen, pkt, len);
+  qm_session_recv(s, ep, from, fromlen, pkt, len);
   if (qm_session_wants_retry(s)) {
     l->accepted--; /* it starts again after the Retry */
     send_retry(l, &hd, from, fromlen);

@@ -107,8 +107,7 @@ static void write_close(qm_session *s, const ngtcp2_ccerr *e) {
       QM_MIN(qm_endpoint_max_quic(s->ep), QM_MAX_QUIC_DATAGRAM), e,
       qm_now_ns());
   if (n > 0) {
-    qm_endpoint_commit(s->ep, (size_t)n, (struct sockaddr *)&s->remote,
-                       s->remotelen);
+    qm_sess_send_on_path(s, s->ep, slot, (size_t)n, &s->ps.path);
     qm_endpoint_flush(s->ep);
   }
 }
@@ -248,7 +247,11 @@ static void fill_settings(ngtcp2_settings *st, ngtcp2_transport_params *p,
   p->max_idle_timeout = idle * NGTCP2_MILLISECONDS;
   p->max_udp_payload_size = QM_MAX_QUIC_DATAGRAM;
   p->active_connection_id_limit = 4;
-  p->disable_active_migration = 1;
+  /* Clients may move (NAT rebinding needs no permission, an active
+   * migration or a hop to another port of the server's range does): a
+   * server that announced 1 would drop their packets on a new local
+   * port (ngtcp2 checks both ends' values). quic-go never migrates. */
+  p->disable_active_migration = 0;
 }
 
 /* RFC 9221: only a tunnel with UDP flows on advertises DATAGRAM frames, so
@@ -331,8 +334,7 @@ static int session_alloc(qm_session **out, qm_io *io, qm_tls_ctx *tls,
 static void client_ep_recv(qm_endpoint *ep, const struct sockaddr *from,
                            socklen_t fromlen, uint8_t *quic, size_t len,
                            void *ud) {
-  (void)ep;
-  qm_session_recv(ud, from, fromlen, quic, len);
+  qm_session_recv(ud, ep, from, fromlen, quic, len);
 }
 
 static void client_ep_writable(qm_endpoint *ep, void *ud) {
@@ -467,8 +469,56 @@ int qm_session_server_new(qm_session **out, qm_io *io, qm_endpoint *ep,
   return 0;
 }
 
-void qm_session_recv(qm_session *s, const struct sockaddr *from,
-                     socklen_t fromlen, const uint8_t *pkt, size_t len) {
+/* "IP:PORT" or "[IP6]:PORT" */
+static void addr_str(const struct sockaddr *sa, char *out, size_t outlen) {
+  char host[INET6_ADDRSTRLEN] = "?";
+  if (sa->sa_family == AF_INET) {
+    const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
+    inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
+    snprintf(out, outlen, "%s:%u", host, ntohs(a->sin_port));
+  } else {
+    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
+    inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
+    snprintf(out, outlen, "[%s]:%u", host, ntohs(a->sin6_port));
+  }
+}
+
+qm_endpoint *qm_sess_ep_for(qm_session *s, const ngtcp2_addr *local) {
+  qm_endpoint *ep = NULL;
+  if (s->server && s->owner.endpoint_for)
+    ep = s->owner.endpoint_for(s, local->addr, local->addrlen, s->owner.ud);
+  return ep ? ep : s->ep;
+}
+
+/* ngtcp2 moves its current path itself (RFC 9000 §9.3): at once when a
+ * non-probing packet arrives from a new address, then validates it, and
+ * falls back to the old path when validation fails. The session follows:
+ * s->remote names the peer in logs and stats, s->ep is the socket most of
+ * the packets now go out from. */
+void qm_sess_sync_path(qm_session *s) {
+  const ngtcp2_path *p;
+  char was[80], now[80];
+  if (!s->conn)
+    return;
+  p = ngtcp2_conn_get_path(s->conn);
+  if (p->remote.addrlen == s->remotelen &&
+      memcmp(p->remote.addr, &s->remote, s->remotelen) == 0 &&
+      qm_sess_ep_for(s, &p->local) == s->ep)
+    return;
+  addr_str((struct sockaddr *)&s->remote, was, sizeof(was));
+  addr_str(p->remote.addr, now, sizeof(now));
+  memcpy(&s->remote, p->remote.addr, p->remote.addrlen);
+  s->remotelen = (socklen_t)p->remote.addrlen;
+  if (s->server)
+    s->ep = qm_sess_ep_for(s, &p->local);
+  s->path_changes++;
+  QM_INFO("session", "session %llu: peer moved from %s to %s",
+          (unsigned long long)s->id, was, now);
+}
+
+void qm_session_recv(qm_session *s, qm_endpoint *ep,
+                     const struct sockaddr *from, socklen_t fromlen,
+                     const uint8_t *pkt, size_t len) {
   ngtcp2_path path;
   ngtcp2_pkt_info pi = {0};
   int rv;
@@ -476,7 +526,9 @@ void qm_session_recv(qm_session *s, const struct sockaddr *from,
   if (s->state == QM_SESS_DEAD)
     return;
   s->rx++;
-  path = s->ps.path;
+  path.local.addr = (struct sockaddr *)&ep->local;
+  path.local.addrlen = ep->locallen;
+  path.user_data = NULL;
   path.remote.addr = (struct sockaddr *)from;
   path.remote.addrlen = fromlen;
   rv = ngtcp2_conn_read_pkt(s->conn, &path, &pi, pkt, len, qm_now_ns());
@@ -521,6 +573,7 @@ void qm_session_recv(qm_session *s, const struct sockaddr *from,
     }
   }
   s->last_rx = qm_now_ns();
+  qm_sess_sync_path(s);
   {
     ngtcp2_conn_info cs;
     ngtcp2_conn_get_conn_info(s->conn, &cs);
@@ -580,24 +633,12 @@ static const char *state_names[] = {"handshaking", "established", "closing",
 
 void qm_session_get_info(const qm_session *s, qm_session_info *in) {
   ngtcp2_conn_info cs;
-  char host[INET6_ADDRSTRLEN] = "?";
-  uint16_t port = 0;
 
   memset(in, 0, sizeof(*in));
   in->id = s->id;
   in->state = state_names[s->state];
   in->suspect = s->suspect;
-  if (s->remote.ss_family == AF_INET) {
-    const struct sockaddr_in *a = (const struct sockaddr_in *)&s->remote;
-    inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
-    port = ntohs(a->sin_port);
-    snprintf(in->peer, sizeof(in->peer), "%s:%u", host, port);
-  } else {
-    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&s->remote;
-    inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
-    port = ntohs(a->sin6_port);
-    snprintf(in->peer, sizeof(in->peer), "[%s]:%u", host, port);
-  }
+  addr_str((const struct sockaddr *)&s->remote, in->peer, sizeof(in->peer));
   if (s->ep->local.ss_family == AF_INET)
     in->local_port =
         ntohs(((const struct sockaddr_in *)&s->ep->local)->sin_port);

@@ -40,6 +40,11 @@ typedef struct qm_session_owner {
   const uint8_t *reset_secret;
   /* UDP flows (NULL or not enabled: no datagrams advertised). */
   qm_flow_ctx *flows;
+  /* Server: the listener's endpoint bound to local (one per port of a
+   * range), or NULL for none; the session sends each packet from the
+   * endpoint of the path ngtcp2 chose for it. NULL: always s->ep. */
+  qm_endpoint *(*endpoint_for)(qm_session *s, const struct sockaddr *local,
+                               socklen_t len, void *ud);
   void *ud;
 } qm_session_owner;
 
@@ -63,9 +68,12 @@ int qm_session_server_new(qm_session **out, qm_io *io, qm_endpoint *ep,
                           const ngtcp2_pkt_hd *hd, const ngtcp2_cid *odcid,
                           const struct sockaddr *from, socklen_t fromlen,
                           const qm_session_owner *owner);
-/* Feed one QUIC datagram (server: routed here by the listener). */
-void qm_session_recv(qm_session *s, const struct sockaddr *from,
-                     socklen_t fromlen, const uint8_t *pkt, size_t len);
+/* Feed one QUIC datagram that arrived on ep (server: routed here by the
+ * listener) from `from`: the path is ep's address and `from`, so ngtcp2
+ * sees a NAT rebinding or a migration of the peer. */
+void qm_session_recv(qm_session *s, qm_endpoint *ep,
+                     const struct sockaddr *from, socklen_t fromlen,
+                     const uint8_t *pkt, size_t len);
 /* The shared endpoint can take datagrams again. */
 void qm_session_writable(qm_session *s);
 

@@ -41,14 +41,16 @@ struct qm_session {
   int server;
   qm_session_state state;
   qm_io *io;
-  qm_endpoint *ep; /* client: &own_ep; server: the listener's */
+  /* client: &own_ep; server: the listener's endpoint of the current path */
+  qm_endpoint *ep;
   qm_endpoint own_ep;
   qm_tls_ctx *tls;
   gnutls_session_t tls_sess;
   ngtcp2_conn *conn;
   ngtcp2_crypto_conn_ref conn_ref;
-  struct sockaddr_storage remote;
+  struct sockaddr_storage remote; /* the peer on the current path */
   socklen_t remotelen;
+  uint64_t path_changes; /* the peer moved (NAT rebinding, migration) */
   ngtcp2_path_storage ps;
   ev_timer timer;
   qm_task task;
@@ -123,6 +125,16 @@ static inline qm_policy_state qm_sess_policy_state(const qm_session *s) {
  * dead (the deferred task then ends the streams and tells the owner). */
 void qm_sess_fail(qm_session *s, int liberr);
 void qm_sess_set_dead(qm_session *s, int err);
+/* The endpoint bound to local (server: one of the listener's; client: its
+ * own), and following ngtcp2's current path: remote and ep after the peer
+ * moved, or after ngtcp2 fell back because the new path failed. */
+qm_endpoint *qm_sess_ep_for(qm_session *s, const ngtcp2_addr *local);
+void qm_sess_sync_path(qm_session *s);
+/* The n-byte packet ngtcp2 wrote into ep's send slot for path goes out from
+ * the endpoint of path->local to path->remote (copied into that
+ * endpoint's slot when it is not ep: a probe on another path). */
+void qm_sess_send_on_path(qm_session *s, qm_endpoint *ep, uint8_t *slot,
+                          size_t n, const ngtcp2_path *path);
 
 /* session_tx.c: the stream list, the write queue and the event list; the
  * send path (qm_sess_write) and the ngtcp2 timer; the deferred task; the

@@ -166,6 +166,7 @@ void qm_sess_timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
     }
     return;
   }
+  qm_sess_sync_path(s); /* a path validation may have failed */
   qm_sess_check_health(s);
   if (s->state == QM_SESS_DEAD)
     return;
@@ -209,6 +210,25 @@ static int write_dgram(qm_session *s, uint8_t *slot, size_t maxlen,
     return -1;
   }
   return *nwrite == 0 ? 0 : 2;
+}
+
+void qm_sess_send_on_path(qm_session *s, qm_endpoint *ep, uint8_t *slot,
+                          size_t n, const ngtcp2_path *path) {
+  qm_endpoint *to = qm_sess_ep_for(s, &path->local);
+  if (to != ep) {
+    /* Rare: a PATH_CHALLENGE or probe on a path whose local port is not
+     * the current one (a client hopping between the ports of a range). */
+    uint8_t *other = qm_endpoint_slot(to);
+    if (!other && qm_endpoint_flush(to) == 0)
+      other = qm_endpoint_slot(to);
+    if (!other)
+      return; /* lost as on the wire: ngtcp2 probes again */
+    memcpy(other, slot, n);
+    qm_endpoint_commit(to, n, path->remote.addr, path->remote.addrlen);
+    qm_endpoint_flush(to);
+    return;
+  }
+  qm_endpoint_commit(ep, n, path->remote.addr, path->remote.addrlen);
 }
 
 void qm_sess_write(qm_session *s) {
@@ -325,8 +345,7 @@ void qm_sess_write(qm_session *s) {
       break;
     }
   commit:
-    qm_endpoint_commit(s->ep, (size_t)nwrite, (struct sockaddr *)&s->remote,
-                       s->remotelen);
+    qm_sess_send_on_path(s, s->ep, slot, (size_t)nwrite, &s->ps.path);
     s->tx++;
     wrote = 1;
     burst += (size_t)nwrite;

@@ -69,6 +69,11 @@ Attributes and methods:
                              (forwarded payload bytes), max_len (largest datagram seen).
                              forwarded counts datagrams sent, duplicates included.
   .sessions()                [{"client": (host, port), "upstream_port": p}, ...]
+  .remap(session=None)       a NAT re-map: every session (or the one of that index)
+                             gets a new upstream socket, i.e. a new source port as the
+                             server sees it, and the old socket is closed (replies to
+                             the old port are lost, as behind a real NAT).  Returns
+                             [{"client", "old_port", "upstream_port"}, ...].
   .captured(direction="up")  {"first": [bytes...], "last": [bytes...]}
   .inject(data, direction="up", session=0)
                              send raw bytes as if they came through the relay: "up" from
@@ -223,6 +228,26 @@ class _Core:
             self.order.append(s)
             self.sel.register(up, selectors.EVENT_READ, s)
         return s
+
+    def _remap(self, idx=None):
+        """A NAT re-map: the session(s) get a new upstream socket (a new source port as
+        the server sees it) and the old one is closed, so the server's datagrams to the
+        old port go nowhere.  Datagrams already scheduled leave from the new socket."""
+        out = []
+        for s in (self.order if idx is None else [self.order[int(idx)]]):
+            old = s.up
+            old_port = old.getsockname()[1]
+            up = socket.socket(_family(self.upstream[0]), socket.SOCK_DGRAM)
+            _bigbuf(up)
+            up.connect(self.upstream)
+            up.setblocking(False)
+            self.sel.unregister(old)
+            old.close()
+            s.up = up
+            self.sel.register(up, selectors.EVENT_READ, s)
+            out.append({"client": list(s.client), "old_port": old_port,
+                        "upstream_port": up.getsockname()[1]})
+        return out
 
     def _capture(self, dname, data):
         cap = self.cap[dname]
@@ -395,6 +420,8 @@ class _Core:
                 except OSError as e:
                     return {"ok": False, "error": repr(e)}
                 return {"ok": True}
+            if op == "remap":
+                return {"ok": True, "remapped": self._remap(cmd.get("session"))}
             if op == "close":
                 self.running = False
                 return {"ok": True}
@@ -574,6 +601,12 @@ class Relay:
     def sessions(self):
         return [{"client": tuple(s["client"]), "upstream_port": s["upstream_port"]}
                 for s in self._call({"op": "sessions"})["sessions"]]
+
+    def remap(self, session=None):
+        """NAT re-map of one session (its index) or of all: see the module docstring."""
+        return [{"client": tuple(x["client"]), "old_port": x["old_port"],
+                 "upstream_port": x["upstream_port"]}
+                for x in self._call({"op": "remap", "session": session})["remapped"]]
 
     def captured(self, direction="up"):
         rep = self._call({"op": "captured", "direction": direction})
