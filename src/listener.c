@@ -1,7 +1,10 @@
 /*
- * listener — accept QUIC sessions on one UDP socket and hand every stream on
- * (SPEC §2). Datagrams are routed to sessions by destination connection id.
+ * listener — accept QUIC sessions on one UDP socket, or one per port of a
+ * range, and hand every stream on (SPEC §2). Datagrams from every socket are
+ * routed to sessions by destination connection id; a session sends each
+ * packet from the socket of its path's local port (endpoint_for).
  */
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,7 +36,9 @@ typedef struct sess_node {
 struct qm_listener {
   struct ev_loop *loop;
   qm_io io;
-  qm_endpoint ep;
+  qm_endpoint *eps; /* one per port, eps[i] on port first_port + i */
+  size_t neps;
+  uint16_t first_port;
   qm_settings settings;
   char *key_copy, *alpn_copy, *qlog_copy;
   qm_tls_ctx *tls;
@@ -165,20 +170,39 @@ static void sess_on_stream(qm_session *s, qm_stream *st, void *ud) {
     n->l->on_stream(n->l, st, n->l->ud);
 }
 
-/* The n bytes written into the endpoint's slot go out to `to` now. */
-static void send_slot(qm_listener *l, ngtcp2_ssize n, const struct sockaddr *to,
-                      socklen_t tolen) {
-  if (n <= 0)
-    return;
-  qm_endpoint_commit(&l->ep, (size_t)n, to, tolen);
-  qm_endpoint_flush(&l->ep);
+static uint16_t port_of(const struct sockaddr *sa) {
+  return ntohs(sa->sa_family == AF_INET6
+                   ? ((const struct sockaddr_in6 *)sa)->sin6_port
+                   : ((const struct sockaddr_in *)sa)->sin_port);
 }
 
-static void send_version_negotiation(qm_listener *l,
+/* The endpoint bound to local: eps[port - first_port], checked in full. */
+static qm_endpoint *endpoint_for(qm_session *s, const struct sockaddr *local,
+                                 socklen_t len, void *ud) {
+  sess_node *n = ud;
+  qm_listener *l = n->l;
+  size_t i = (size_t)(uint16_t)(port_of(local) - l->first_port);
+  (void)s;
+  if (i < l->neps && l->eps[i].locallen == len &&
+      memcmp(&l->eps[i].local, local, len) == 0)
+    return &l->eps[i];
+  return NULL;
+}
+
+/* The n bytes written into ep's slot go out to `to` now. */
+static void send_slot(qm_endpoint *ep, ngtcp2_ssize n,
+                      const struct sockaddr *to, socklen_t tolen) {
+  if (n <= 0)
+    return;
+  qm_endpoint_commit(ep, (size_t)n, to, tolen);
+  qm_endpoint_flush(ep);
+}
+
+static void send_version_negotiation(qm_endpoint *ep,
                                      const ngtcp2_version_cid *vc,
                                      const struct sockaddr *from,
                                      socklen_t fromlen) {
-  uint8_t *slot = qm_endpoint_slot(&l->ep);
+  uint8_t *slot = qm_endpoint_slot(ep);
   uint32_t sv[] = {NGTCP2_PROTO_VER_V1};
   uint8_t unused;
   ngtcp2_ssize n;
@@ -186,9 +210,9 @@ static void send_version_negotiation(qm_listener *l,
     return;
   qm_random(&unused, 1);
   n = ngtcp2_pkt_write_version_negotiation(
-      slot, qm_endpoint_max_quic(&l->ep), unused, vc->scid, vc->scidlen,
-      vc->dcid, vc->dcidlen, sv, QM_ARRAY_LEN(sv));
-  send_slot(l, n, from, fromlen);
+      slot, qm_endpoint_max_quic(ep), unused, vc->scid, vc->scidlen, vc->dcid,
+      vc->dcidlen, sv, QM_ARRAY_LEN(sv));
+  send_slot(ep, n, from, fromlen);
 }
 
 static int want_retry(qm_listener *l) {
@@ -211,10 +235,10 @@ static int want_retry(qm_listener *l) {
   return l->retry_until >= now;
 }
 
-static void send_retry(qm_listener *l, const ngtcp2_pkt_hd *hd,
+static void send_retry(qm_listener *l, qm_endpoint *ep, const ngtcp2_pkt_hd *hd,
                        const struct sockaddr *from, socklen_t fromlen) {
   uint8_t token[NGTCP2_CRYPTO_MAX_RETRY_TOKENLEN];
-  uint8_t *slot = qm_endpoint_slot(&l->ep);
+  uint8_t *slot = qm_endpoint_slot(ep);
   ngtcp2_cid scid;
   ngtcp2_ssize tlen, n;
 
@@ -227,11 +251,11 @@ static void send_retry(qm_listener *l, const ngtcp2_pkt_hd *hd,
       fromlen, &scid, &hd->dcid, qm_now_ns());
   if (tlen < 0)
     return;
-  n = ngtcp2_crypto_write_retry(slot, qm_endpoint_max_quic(&l->ep), hd->version,
+  n = ngtcp2_crypto_write_retry(slot, qm_endpoint_max_quic(ep), hd->version,
                                 &hd->scid, &scid, &hd->dcid, token,
                                 (size_t)tlen);
   if (n > 0) {
-    send_slot(l, n, from, fromlen);
+    send_slot(ep, n, from, fromlen);
     l->retries_sent++;
     QM_DEBUG("listener", "Retry sent (address validation)");
   }
@@ -242,8 +266,9 @@ static void send_retry(qm_listener *l, const ngtcp2_pkt_hd *hd,
  * once. Its token is derived from the connection id, as the one the session
  * announced was; smaller than the packet that triggered it, so two
  * endpoints cannot answer each other's resets forever; rate-limited. */
-static void send_stateless_reset(qm_listener *l, const ngtcp2_version_cid *vc,
-                                 size_t pktlen, const struct sockaddr *from,
+static void send_stateless_reset(qm_listener *l, qm_endpoint *ep,
+                                 const ngtcp2_version_cid *vc, size_t pktlen,
+                                 const struct sockaddr *from,
                                  socklen_t fromlen) {
   uint8_t token[NGTCP2_STATELESS_RESET_TOKENLEN], rnd[QM_RESET_MAX];
   size_t size = QM_MIN(pktlen - 1, (size_t)QM_RESET_MAX);
@@ -256,14 +281,14 @@ static void send_stateless_reset(qm_listener *l, const ngtcp2_version_cid *vc,
     l->reset_window = now;
     l->reset_count = 0;
   }
-  if (l->reset_count >= QM_RESETS_PER_SEC || !(slot = qm_endpoint_slot(&l->ep)))
+  if (l->reset_count >= QM_RESETS_PER_SEC || !(slot = qm_endpoint_slot(ep)))
     return;
   l->reset_count++;
   qm_session_reset_token(token, l->reset_secret, vc->dcid, vc->dcidlen);
   qm_random(rnd, size - NGTCP2_STATELESS_RESET_TOKENLEN);
-  send_slot(l,
+  send_slot(ep,
             ngtcp2_pkt_write_stateless_reset(
-                slot, qm_endpoint_max_quic(&l->ep), token, rnd,
+                slot, qm_endpoint_max_quic(ep), token, rnd,
                 size - NGTCP2_STATELESS_RESET_TOKENLEN),
             from, fromlen);
   l->resets_sent++;
@@ -283,7 +308,7 @@ static void ep_recv(qm_endpoint *ep, const struct sockaddr *from,
   rv = ngtcp2_pkt_decode_version_cid(&vc, pkt, len, 12);
   if (rv == NGTCP2_ERR_VERSION_NEGOTIATION) {
     if (len >= 1200) /* as quic-go: only for packets that could be Initials */
-      send_version_negotiation(l, &vc, from, fromlen);
+      send_version_negotiation(ep, &vc, from, fromlen);
     else
       l->unroutable++; /* e.g. a hidden Initial's decoy (hide.h) */
     return;
@@ -300,7 +325,7 @@ static void ep_recv(qm_endpoint *ep, const struct sockaddr *from,
   /* Unknown id: only an Initial may start a session. */
   if (!(pkt[0] & 0x80)) { /* short header */
     l->unroutable++;
-    send_stateless_reset(l, &vc, len, from, fromlen);
+    send_stateless_reset(l, ep, &vc, len, from, fromlen);
     return;
   }
   if (ngtcp2_accept(&hd, pkt, len) != 0 || hd.type != NGTCP2_PKT_INITIAL) {
@@ -321,7 +346,7 @@ static void ep_recv(qm_endpoint *ep, const struct sockaddr *from,
     }
     podcid = &odcid;
   } else if (want_retry(l)) {
-    send_retry(l, &hd, from, fromlen);
+    send_retry(l, ep, &hd, from, fromlen);
     return;
   }
   n = calloc(1, sizeof(*n));
@@ -334,9 +359,10 @@ static void ep_recv(qm_endpoint *ep, const struct sockaddr *from,
   owner.remove_cid = remove_cid;
   owner.reset_secret = l->reset_secret;
   owner.flows = &l->flows;
+  owner.endpoint_for = endpoint_for;
   owner.ud = n;
-  if (qm_session_server_new(&s, &l->io, &l->ep, l->tls, &l->settings, &hd,
-                            podcid, from, fromlen, &owner) != 0) {
+  if (qm_session_server_new(&s, &l->io, ep, l->tls, &l->settings, &hd, podcid,
+                            from, fromlen, &owner) != 0) {
     free(n);
     return;
   }
@@ -352,7 +378,7 @@ static void ep_recv(qm_endpoint *ep, const struct sockaddr *from,
   qm_session_recv(s, ep, from, fromlen, pkt, len);
   if (qm_session_wants_retry(s)) {
     l->accepted--; /* it starts again after the Retry */
-    send_retry(l, &hd, from, fromlen);
+    send_retry(l, ep, &hd, from, fromlen);
   }
 }
 
@@ -393,16 +419,65 @@ static char *dup_or_null(const char *s) {
   return s ? strdup(s) : NULL;
 }
 
+/* One endpoint per port of the range; every one routes into this listener. */
+static int open_endpoints(qm_listener *l, const struct sockaddr *addr,
+                          socklen_t addrlen, unsigned nports) {
+  struct sockaddr_storage a;
+  char err[256];
+  size_t i;
+  int rv;
+
+  if (nports < 1 || nports > QM_MAX_PORT_RANGE || addrlen > sizeof(a) ||
+      (addr->sa_family != AF_INET && addr->sa_family != AF_INET6) ||
+      (nports > 1 && port_of(addr) == 0) ||
+      (unsigned)port_of(addr) + nports - 1 > 65535) {
+    QM_ERROR("listener",
+             "port range: want 1 to %d ports from a port other than 0, "
+             "ending at 65535 at most (port %u, %u ports)",
+             QM_MAX_PORT_RANGE, port_of(addr), nports);
+    return QM_EINVAL;
+  }
+  l->eps = calloc(nports, sizeof(*l->eps));
+  if (!l->eps)
+    return QM_ENOMEM;
+  for (i = 0; i < nports; i++)
+    l->eps[i].fd = -1;
+  memcpy(&a, addr, addrlen);
+  for (i = 0; i < nports; i++) {
+    uint16_t port = (uint16_t)htons((uint16_t)(port_of(addr) + i));
+    if (a.ss_family == AF_INET6)
+      ((struct sockaddr_in6 *)&a)->sin6_port = port;
+    else
+      ((struct sockaddr_in *)&a)->sin_port = port;
+    rv = qm_endpoint_open(&l->eps[i], &l->io, a.ss_family,
+                          (struct sockaddr *)&a, addrlen, NULL, 0, &l->settings,
+                          ep_recv, ep_writable, l, err, sizeof(err));
+    l->neps = i + 1; /* closed by qm_listener_free, also on failure */
+    if (rv != 0) {
+      QM_ERROR("listener", "%s", err);
+      return rv;
+    }
+  }
+  l->first_port = port_of((struct sockaddr *)&l->eps[0].local);
+  return 0;
+}
+
 int qm_listener_new(qm_listener **out, struct ev_loop *loop,
                     const struct sockaddr *addr, socklen_t addrlen,
                     const qm_settings *s, qm_accept_fn on_stream, void *ud) {
+  return qm_listener_new_range(out, loop, addr, addrlen, 1, s, on_stream, ud);
+}
+
+int qm_listener_new_range(qm_listener **out, struct ev_loop *loop,
+                          const struct sockaddr *addr, socklen_t addrlen,
+                          unsigned nports, const qm_settings *s,
+                          qm_accept_fn on_stream, void *ud) {
   qm_listener *l = calloc(1, sizeof(*l));
   char err[256];
   int rv;
 
   if (!l)
     return QM_ENOMEM;
-  l->ep.fd = -1;
   l->loop = loop;
   l->on_stream = on_stream;
   l->ud = ud;
@@ -429,13 +504,8 @@ int qm_listener_new(qm_listener **out, struct ev_loop *loop,
     QM_ERROR("listener", "%s", err);
     goto fail;
   }
-  rv =
-      qm_endpoint_open(&l->ep, &l->io, addr->sa_family, addr, addrlen, NULL, 0,
-                       &l->settings, ep_recv, ep_writable, l, err, sizeof(err));
-  if (rv != 0) {
-    QM_ERROR("listener", "%s", err);
+  if ((rv = open_endpoints(l, addr, addrlen, nports)) != 0)
     goto fail;
-  }
   *out = l;
   return 0;
 fail:
@@ -462,8 +532,10 @@ void qm_listener_free(qm_listener *l) {
       l->buckets[i] = e->next;
       free(e);
     }
-  if (l->ep.fd >= 0)
-    qm_endpoint_close(&l->ep);
+  for (i = 0; i < l->neps; i++)
+    if (l->eps[i].fd >= 0)
+      qm_endpoint_close(&l->eps[i]);
+  free(l->eps);
   qm_tls_ctx_free(l->tls);
   if (l->io.loop)
     qm_io_clear(&l->io);
@@ -479,6 +551,7 @@ void qm_listener_free(qm_listener *l) {
 
 void qm_listener_get_stats(const qm_listener *l, qm_listener_stats *st) {
   sess_node *n;
+  size_t i;
   memset(st, 0, sizeof(*st));
   st->sessions = l->nsessions;
   st->totals = l->gone;
@@ -486,11 +559,13 @@ void qm_listener_get_stats(const qm_listener *l, qm_listener_stats *st) {
     st->streams += qm_session_stream_count(n->s);
     qm_session_add_totals(n->s, &st->totals, 0);
   }
-  qm_endpoint_add_totals(&l->ep, &st->totals);
+  for (i = 0; i < l->neps; i++) {
+    qm_endpoint_add_totals(&l->eps[i], &st->totals);
+    st->bad_datagrams += l->eps[i].rx_dropped;
+  }
   st->totals.sessions_opened = l->accepted;
-  st->dropped_datagrams = l->ep.rx_dropped + l->unroutable + l->bad_tokens;
+  st->dropped_datagrams = st->bad_datagrams + l->unroutable + l->bad_tokens;
   st->accepted_sessions = l->accepted;
-  st->bad_datagrams = l->ep.rx_dropped;
   st->unroutable = l->unroutable;
   st->retries_sent = l->retries_sent;
   st->bad_tokens = l->bad_tokens;
@@ -500,8 +575,8 @@ void qm_listener_get_stats(const qm_listener *l, qm_listener_stats *st) {
 
 int qm_listener_get_addr(const qm_listener *l, struct sockaddr_storage *ss,
                          socklen_t *len) {
-  memcpy(ss, &l->ep.local, l->ep.locallen);
-  *len = l->ep.locallen;
+  memcpy(ss, &l->eps[0].local, l->eps[0].locallen);
+  *len = l->eps[0].locallen;
   return 0;
 }
 

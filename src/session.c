@@ -485,6 +485,9 @@ static void addr_str(const struct sockaddr *sa, char *out, size_t outlen) {
 
 qm_endpoint *qm_sess_ep_for(qm_session *s, const ngtcp2_addr *local) {
   qm_endpoint *ep = NULL;
+  if (local->addrlen == s->ep->locallen &&
+      memcmp(local->addr, &s->ep->local, local->addrlen) == 0)
+    return s->ep; /* nearly always: the current path's */
   if (s->server && s->owner.endpoint_for)
     ep = s->owner.endpoint_for(s, local->addr, local->addrlen, s->owner.ud);
   return ep ? ep : s->ep;

@@ -238,7 +238,7 @@ int app_demo(struct ev_loop *loop, const qm_settings *s, int conns, int mib) {
   ((struct sockaddr_in *)&any)->sin_family = AF_INET;
   ((struct sockaddr_in *)&any)->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   any_len = sizeof(struct sockaddr_in);
-  if (tunnel_server_new(&srv, loop, (struct sockaddr *)&any, any_len,
+  if (tunnel_server_new(&srv, loop, (struct sockaddr *)&any, any_len, 1,
                         (struct sockaddr *)&echo_addr, echo_len, s, err,
                         sizeof(err)) != 0 ||
       tunnel_local_addr(srv, &srv_addr, &srv_len) != 0) {

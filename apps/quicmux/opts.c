@@ -21,7 +21,8 @@
 const opt_def opt_table[] = {
   {OPT_LISTEN, "listen", NULL, NULL, "listen", T_ADDR, 0, 0, CS, "HOST:PORT",
    "client: TCP address to accept connections on; server: UDP address for "
-   "QUIC"},
+   "QUIC, or HOST:PORT1-PORT2 to accept on every port of the range (at most "
+   "1024; for port-hopping quicmux clients, pointless with v2ray ones)"},
   {OPT_SERVER, "server", NULL, NULL, "server", T_ADDR, 0, 0, MODE_CLIENT,
    "HOST:PORT", "QUIC server to carry connections to; repeat it (config: a "
    "list) for several, up to 32: every address of a name is one server, new "
@@ -210,6 +211,11 @@ const opt_def opt_table[] = {
    "from SS_REMOTE_HOST, or SS_LOCAL_HOST on the server)"},
   {OPT_P_REMOTEPORT, NULL, "remotePort", "remotePort", NULL, T_NUM, 1, 65535,
    MODE_PLUGIN, "PORT", "port of remoteAddr (default 1080)"},
+  {OPT_P_PORTS, NULL, "ports", "ports", NULL, T_STR, 0, 0, MODE_PLUGIN,
+   "P1-P2", "server: accept on every UDP port from P1 to P2 (at most 1024), "
+   "which must include the server port (SS_REMOTE_PORT), for port-hopping "
+   "quicmux clients; quicmux's own, not ss-v2ray-plugin's (default: the "
+   "server port alone)"},
 };
 /* clang-format on */
 const size_t opt_count = sizeof(opt_table) / sizeof(opt_table[0]);
@@ -611,6 +617,51 @@ static int check_servers(tunnel_cfg *c, char *err, size_t errlen) {
   return rv;
 }
 
+int opt_port_range(const char *name, const char *v, char *base, size_t baselen,
+                   unsigned *count, char *err, size_t errlen) {
+  const char *colon = strrchr(v, ':'), *dash;
+  unsigned long p1, p2;
+  char *end;
+
+  *count = 1;
+  dash = colon ? strchr(colon, '-') : NULL;
+  if (!dash) {
+    snprintf(base, baselen, "%s", v);
+    return 0;
+  }
+  errno = 0;
+  p1 = strtoul(colon + 1, &end, 10);
+  if (end != dash || colon + 1 == dash || p1 < 1 || p1 > 65535) {
+    snprintf(err, errlen,
+             "%s '%s': want HOST:PORT1-PORT2 with ports from 1 to 65535", name,
+             v);
+    return -1;
+  }
+  p2 = strtoul(dash + 1, &end, 10);
+  if (*end || !dash[1] || dash[1] < '0' || dash[1] > '9' || errno ||
+      p2 > 65535 || p2 < p1) {
+    snprintf(err, errlen,
+             "%s '%s': want HOST:PORT1-PORT2 with PORT1 <= PORT2 <= 65535",
+             name, v);
+    return -1;
+  }
+  if (p2 - p1 + 1 > QM_MAX_PORT_RANGE) {
+    snprintf(err, errlen,
+             "%s '%s': %lu ports, at most %d in a range (one UDP socket "
+             "each); redirect a wider range to one port with nftables "
+             "(docs/config.md)",
+             name, v, p2 - p1 + 1, QM_MAX_PORT_RANGE);
+    return -1;
+  }
+  if ((size_t)(colon - v) + 8 > baselen) {
+    snprintf(err, errlen, "%s '%s': too long", name, v);
+    return -1;
+  }
+  snprintf(base, baselen, "%.*s:%lu", (int)(colon - v), v, p1);
+  *count = (unsigned)(p2 - p1 + 1);
+  return 0;
+}
+
 /* qlog: an existing directory this process may write in. */
 static int check_qlog_dir(const tunnel_cfg *c, char *err, size_t errlen) {
   char nb[160];
@@ -638,7 +689,8 @@ int app_metrics_check(app_metrics *m, const char *name, const char *public_name,
 }
 
 int tunnel_cfg_check(tunnel_cfg *c, char *err, size_t errlen) {
-  char nb[160], nb2[160], e[256];
+  char nb[160], nb2[160], e[256], base[300];
+  const char *listen = c->listen;
   static const opt_id udp_opts[] = {OPT_UDP_IDLE, OPT_UDP_MAX_FLOWS,
                                     OPT_UDP_FLOWS_PER_SESSION, OPT_UDP_QUEUE};
   size_t i;
@@ -649,8 +701,22 @@ int tunnel_cfg_check(tunnel_cfg *c, char *err, size_t errlen) {
                tunnel_cfg_name(c, OPT_UDP, nb2, sizeof(nb2)));
       return -1;
     }
-  if (check_addr(c, OPT_LISTEN, c->listen, c->listen_host, &c->listen_port, 1,
-                 1, &c->listen_addr, &c->listen_len, err, errlen) != 0)
+  c->listen_ports = 1;
+  if (listen) {
+    const char *name = tunnel_cfg_name(c, OPT_LISTEN, nb, sizeof(nb));
+    if (opt_port_range(name, listen, base, sizeof(base), &c->listen_ports, err,
+                       errlen) != 0)
+      return -1;
+    if (c->listen_ports > 1 && c->role != MODE_SERVER) {
+      snprintf(err, errlen,
+               "%s '%s': a port range is only for a server's UDP address", name,
+               listen);
+      return -1;
+    }
+    listen = base;
+  }
+  if (check_addr(c, OPT_LISTEN, listen, c->listen_host, &c->listen_port, 1, 1,
+                 &c->listen_addr, &c->listen_len, err, errlen) != 0)
     return -1;
   if (c->role == MODE_CLIENT) {
     if (check_servers(c, err, errlen) != 0)

@@ -89,6 +89,7 @@ typedef enum {
   OPT_P_LOCALPORT,
   OPT_P_REMOTEADDR,
   OPT_P_REMOTEPORT,
+  OPT_P_PORTS, /* quicmux's: the server's port range */
   OPT__END
 } opt_id;
 
@@ -143,7 +144,7 @@ typedef struct tunnel_cfg {
   opt_style style;
   const char *prefix; /* JSON: "tunnels[1]" */
   const char *tag;
-  const char *listen; /* HOST:PORT */
+  const char *listen; /* HOST:PORT; server: also HOST:PORT1-PORT2 */
   const char *remote; /* client: the (first) QUIC server; server: the TCP
                          target */
   const char *servers[TUNNEL_MAX_SERVERS];      /* client: every --server */
@@ -160,7 +161,8 @@ typedef struct tunnel_cfg {
   qm_flow_settings fs;   /* their limits */
   /* after tunnel_cfg_check */
   char listen_host[256], remote_host[256];
-  uint16_t listen_port, remote_port;
+  uint16_t listen_port, remote_port; /* listen: the first of a range */
+  unsigned listen_ports;             /* server: ports in the range (1) */
   struct sockaddr_storage listen_addr, remote_addr;
   socklen_t listen_len, remote_len;
   /* where each option came from, for messages (NULL = default name) */
@@ -193,6 +195,12 @@ void tunnel_cfg_describe(const tunnel_cfg *c, char *buf, size_t len);
 /* Load-test TLS material with GnuTLS (used by tunnel_cfg_check). */
 int tls_check_pair(const char *cert, const char *key, char *err, size_t errlen);
 int tls_check_ca(const char *file, char *err, size_t errlen);
+
+/* "HOST:P1-P2" (a range after the last ':'): base gets "HOST:P1" and *count
+ * P2 - P1 + 1, from 1 to QM_MAX_PORT_RANGE; any other value is copied as it
+ * is, count 1. -1 and "NAME 'v': ..." in err for a bad range. */
+int opt_port_range(const char *name, const char *v, char *base, size_t baselen,
+                   unsigned *count, char *err, size_t errlen);
 
 /* --help and the man page, from the table. */
 void opts_usage(FILE *f);

@@ -31,6 +31,7 @@ typedef struct plugin_opts {
   pval mode, host, cert, cert_raw, key, loglevel, fwmark, log_file;
   pval metrics, metrics_public, hide_initial;
   pval local_addr, local_port, remote_addr, remote_port;
+  pval ports; /* server: P1-P2 */
 } plugin_opts;
 
 static void perr(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -113,6 +114,9 @@ static int apply(plugin_opts *po, const opt_def *o, const char *value,
     break;
   case OPT_P_REMOTEPORT:
     p = &po->remote_port;
+    break;
+  case OPT_P_PORTS:
+    p = &po->ports;
     break;
   case OPT_CHECK:
     po->check = 1;
@@ -224,7 +228,7 @@ static int parse_env(plugin_opts *po, sip003_opts *so_out) {
       perr("SS_PLUGIN_OPTIONS: unknown key '%s' (known: server, mode, host, "
            "tls, cert, certRaw, key, loglevel, fwmark, metrics, "
            "metricsPublic, hideInitial, path, mux, fastOpen, __android_vpn, "
-           "localAddr, localPort, remoteAddr, remotePort)",
+           "localAddr, localPort, remoteAddr, remotePort, ports)",
            so.v[i].key);
       return -1;
     }
@@ -343,8 +347,40 @@ static int port_ok(const pval *p) {
   return 1;
 }
 
+/* ports=P1-P2 (server): the listen port becomes that range, which must
+ * hold the server port ss-server's clients are given (SS_REMOTE_PORT). The
+ * range is checked in full with the listen address (opt_port_range). */
+static int ports_ok(const plugin_opts *po, char *range, size_t len) {
+  unsigned long p1, p2, port = strtoul(po->local_port.v, NULL, 10);
+  char *end;
+  const char *v = po->ports.v;
+  if (!po->server) {
+    perr("%s: only for the server end (the plugin of ss-server)",
+         po->ports.where);
+    return 0;
+  }
+  p1 = strtoul(v, &end, 10);
+  if (end == v || *end != '-' || !end[1]) {
+    perr("%s '%s': want P1-P2, e.g. 20000-20099", po->ports.where, v);
+    return 0;
+  }
+  p2 = strtoul(end + 1, &end, 10);
+  if (*end) {
+    perr("%s '%s': want P1-P2, e.g. 20000-20099", po->ports.where, v);
+    return 0;
+  }
+  if (port < p1 || port > p2) {
+    perr("%s '%s': does not include the server port %lu (%s)", po->ports.where,
+         v, port, po->local_port.where);
+    return 0;
+  }
+  snprintf(range, len, "%lu-%lu", p1, p2);
+  return 1;
+}
+
 static int build(plugin_opts *po, tunnel_cfg **out, size_t *nout) {
   char err[512], lbuf[300], rbuf[300], *addrs = NULL, *save = NULL, *tok;
+  char range[64];
   const char *cert = po->cert.v && *po->cert.v ? po->cert.v : NULL;
   const char *cert_where = po->cert.where, *key = po->key.v;
   const char *host = po->host.v ? po->host.v : "cloudfront.com";
@@ -384,6 +420,8 @@ static int build(plugin_opts *po, tunnel_cfg **out, size_t *nout) {
       return -1;
     }
   }
+  if (po->ports.v && !ports_ok(po, range, sizeof(range)))
+    return -1;
   if (!cert && po->cert_raw.v && *po->cert_raw.v) {
     cert = cert_raw_file(po->cert_raw.v, err, sizeof(err));
     cert_where = po->cert_raw.where;
@@ -448,7 +486,7 @@ static int build(plugin_opts *po, tunnel_cfg **out, size_t *nout) {
     c = &cfgs[n++];
     tunnel_cfg_init(c, po->server ? MODE_SERVER : MODE_CLIENT, STYLE_PLUGIN,
                     NULL);
-    hostport(lbuf, sizeof(lbuf), tok, po->local_port.v);
+    hostport(lbuf, sizeof(lbuf), tok, po->ports.v ? range : po->local_port.v);
     hostport(rbuf, sizeof(rbuf), po->remote_addr.v, po->remote_port.v);
     c->listen = tunnel_cfg_strdup(c, lbuf);
     c->remote = tunnel_cfg_strdup(c, rbuf);
@@ -462,8 +500,9 @@ static int build(plugin_opts *po, tunnel_cfg **out, size_t *nout) {
       return -1;
     }
     c->where[OPT_LISTEN - OPT__FIRST] = tunnel_cfg_strdup(
-        c, po->server ? "SS_REMOTE_HOST/SS_REMOTE_PORT (listen)"
-                      : "SS_LOCAL_HOST/SS_LOCAL_PORT (listen)");
+        c, po->ports.v  ? "SS_REMOTE_HOST with plugin option 'ports' (listen)"
+           : po->server ? "SS_REMOTE_HOST/SS_REMOTE_PORT (listen)"
+                        : "SS_LOCAL_HOST/SS_LOCAL_PORT (listen)");
     c->where[(po->server ? OPT_TARGET : OPT_SERVER) - OPT__FIRST] =
         tunnel_cfg_strdup(c, po->server ? "SS_LOCAL_HOST/SS_LOCAL_PORT"
                                         : "SS_REMOTE_HOST/SS_REMOTE_PORT");

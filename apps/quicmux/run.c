@@ -1,6 +1,7 @@
 /* Run checked tunnels on one loop until a stop signal. */
 #include <signal.h>
 #include <stdio.h>
+#include <sys/resource.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -111,6 +112,22 @@ static void on_hup(struct ev_loop *loop, ev_signal *w, int revents) {
   app_log_reopen();
 }
 
+/* A port range takes a UDP socket per port: raise the soft limit on open
+ * files towards the hard one (often 1024 soft, far more hard) so that a
+ * 1024-port range still leaves room for the TCP connections. */
+static void raise_nofile(const tunnel_cfg *cfgs, size_t n) {
+  struct rlimit rl;
+  rlim_t want = 4096;
+  size_t i;
+  for (i = 0; i < n; i++)
+    want += cfgs[i].listen_ports > 1 ? cfgs[i].listen_ports : 0;
+  if (want == 4096 || getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= want)
+    return;
+  rl.rlim_cur =
+      rl.rlim_max == RLIM_INFINITY || rl.rlim_max > want ? want : rl.rlim_max;
+  (void)setrlimit(RLIMIT_NOFILE, &rl);
+}
+
 static int start_one(struct ev_loop *loop, tunnel_cfg *c, tunnel **out) {
   char err[512], tagbuf[32];
   const char *tag = c->tag;
@@ -165,8 +182,9 @@ static int start_one(struct ev_loop *loop, tunnel_cfg *c, tunnel **out) {
                tag, err);
     }
     rv = tunnel_server_new(out, loop, (struct sockaddr *)&c->listen_addr,
-                           c->listen_len, (struct sockaddr *)&c->remote_addr,
-                           c->remote_len, &c->s, err, sizeof(err));
+                           c->listen_len, c->listen_ports,
+                           (struct sockaddr *)&c->remote_addr, c->remote_len,
+                           &c->s, err, sizeof(err));
     c->s.static_secret = NULL; /* the listener derived what it needs */
     memset(secret, 0, sizeof(secret));
   }
@@ -195,6 +213,7 @@ int app_run(struct ev_loop *loop, tunnel_cfg *cfgs, size_t n,
   size_t i;
   int rc = EXIT_OK;
 
+  raise_nofile(cfgs, n);
   running = calloc(n ? n : 1, sizeof(*running));
   if (!running) {
     fprintf(stderr, "quicmux: out of memory\n");

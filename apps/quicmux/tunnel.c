@@ -378,8 +378,9 @@ static void on_stream(qm_listener *l, qm_stream *st, void *ud) {
 
 int tunnel_server_new(tunnel **out, struct ev_loop *loop,
                       const struct sockaddr *listen_addr, socklen_t listenlen,
-                      const struct sockaddr *target, socklen_t targetlen,
-                      const qm_settings *s, char *err, size_t errlen) {
+                      unsigned nports, const struct sockaddr *target,
+                      socklen_t targetlen, const qm_settings *s, char *err,
+                      size_t errlen) {
   tunnel *t = calloc(1, sizeof(*t));
   int rv;
   if (!t)
@@ -389,8 +390,8 @@ int tunnel_server_new(tunnel **out, struct ev_loop *loop,
   t->lfd = -1;
   memcpy(&t->target, target, targetlen);
   t->targetlen = targetlen;
-  rv = qm_listener_new(&t->listener, loop, listen_addr, listenlen, s, on_stream,
-                       t);
+  rv = qm_listener_new_range(&t->listener, loop, listen_addr, listenlen, nports,
+                             s, on_stream, t);
   if (rv != 0) {
     snprintf(err, errlen, "cannot listen: %s", qm_strerror(rv));
     tunnel_free(t);

@@ -33,11 +33,13 @@ int tunnel_client_new(tunnel **out, struct ev_loop *loop,
 /* Client: carry connections to several servers ("HOST:PORT" each) instead
  * of server_host:server_port (qm_dialer_set_servers). */
 int tunnel_client_set_servers(tunnel *t, const char *const *servers, size_t n);
-/* Server: QUIC (UDP) listen address; streams go to the TCP target. */
+/* Server: QUIC (UDP) listen address, on nports ports from its port on;
+ * streams go to the TCP target. */
 int tunnel_server_new(tunnel **out, struct ev_loop *loop,
                       const struct sockaddr *listen_addr, socklen_t listenlen,
-                      const struct sockaddr *target, socklen_t targetlen,
-                      const qm_settings *s, char *err, size_t errlen);
+                      unsigned nports, const struct sockaddr *target,
+                      socklen_t targetlen, const qm_settings *s, char *err,
+                      size_t errlen);
 /* --udp: carry UDP too (client: on the TCP listen address; server: to
  * the target). Call right after tunnel_client_new / tunnel_server_new. */
 int tunnel_enable_udp(tunnel *t, const qm_flow_settings *fs, char *err,

@@ -361,8 +361,22 @@ typedef void (*qm_accept_fn)(qm_listener *l, qm_stream *s, void *ud);
 int qm_listener_new(qm_listener **out, struct ev_loop *loop,
                     const struct sockaddr *addr, socklen_t addrlen,
                     const qm_settings *s, qm_accept_fn on_stream, void *ud);
+/* Like qm_listener_new, on nports UDP ports: one socket (SO_REUSEPORT) on
+ * each port from addr's port to addr's port + nports - 1, all feeding one
+ * connection-id table, so a session may move between them (a quicmux client
+ * hopping ports) and every packet of a session leaves from the port its
+ * client last sent to. nports from 1 (= qm_listener_new) to
+ * QM_MAX_PORT_RANGE; addr's port must not be 0 when nports > 1. QM_EINVAL
+ * for a bad range, QM_EIO when a port cannot be bound (nothing is left
+ * open). Pointless with v2ray clients, which never change ports. */
+#define QM_MAX_PORT_RANGE 1024
+int qm_listener_new_range(qm_listener **out, struct ev_loop *loop,
+                          const struct sockaddr *addr, socklen_t addrlen,
+                          unsigned nports, const qm_settings *s,
+                          qm_accept_fn on_stream, void *ud);
 void qm_listener_free(qm_listener *l);
-/* The UDP address the listener is bound to (useful after binding port 0). */
+/* The UDP address the listener is bound to (useful after binding port 0);
+ * the first port of a range. */
 int qm_listener_get_addr(const qm_listener *l, struct sockaddr_storage *ss,
                          socklen_t *len);
 

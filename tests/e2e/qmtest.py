@@ -170,6 +170,33 @@ def free_port(kind="tcp", host="127.0.0.1"):
     raise RuntimeError("could not find a free %s port on %s" % (kind, host))
 
 
+def free_udp_range(n, host="127.0.0.1"):
+    """The first of n consecutive UDP ports that are free now, below the kernel's
+    ephemeral range (so no client socket takes one meanwhile); never the same port twice
+    in one test process."""
+    rnd = random.Random(os.getpid() ^ int(time.monotonic() * 1000))
+    for _ in range(200):
+        base = rnd.randrange(20000, 32000 - n)
+        with _ports_lock:
+            if any(("udp", p) in _ports_given for p in range(base, base + n)):
+                continue
+        socks = []
+        try:
+            for p in range(base, base + n):
+                s = socket.socket(family_of(host), socket.SOCK_DGRAM)
+                socks.append(s)
+                s.bind((host, p))
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+        with _ports_lock:
+            _ports_given.update(("udp", p) for p in range(base, base + n))
+        return base
+    raise RuntimeError("could not find %d free UDP ports in a row on %s" % (n, host))
+
+
 def free_tcp_port(host="127.0.0.1"):
     return free_port("tcp", host)
 

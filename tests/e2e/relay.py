@@ -69,10 +69,13 @@ Attributes and methods:
                              (forwarded payload bytes), max_len (largest datagram seen).
                              forwarded counts datagrams sent, duplicates included.
   .sessions()                [{"client": (host, port), "upstream_port": p}, ...]
-  .remap(session=None)       a NAT re-map: every session (or the one of that index)
+  .remap(session=None, upstream=None)
+                             a NAT re-map: every session (or the one of that index)
                              gets a new upstream socket, i.e. a new source port as the
                              server sees it, and the old socket is closed (replies to
-                             the old port are lost, as behind a real NAT).  Returns
+                             the old port are lost, as behind a real NAT).  With
+                             upstream=(host, port) the new sockets and later sessions
+                             go there: to the server, a client hopping ports.  Returns
                              [{"client", "old_port", "upstream_port"}, ...].
   .captured(direction="up")  {"first": [bytes...], "last": [bytes...]}
   .inject(data, direction="up", session=0)
@@ -229,10 +232,14 @@ class _Core:
             self.sel.register(up, selectors.EVENT_READ, s)
         return s
 
-    def _remap(self, idx=None):
+    def _remap(self, idx=None, upstream=None):
         """A NAT re-map: the session(s) get a new upstream socket (a new source port as
         the server sees it) and the old one is closed, so the server's datagrams to the
-        old port go nowhere.  Datagrams already scheduled leave from the new socket."""
+        old port go nowhere.  Datagrams already scheduled leave from the new socket.
+        With upstream, the new socket (and every later session) goes there instead: a
+        client hopping to another port of the server, as the server sees it."""
+        if upstream is not None:
+            self.upstream = (upstream[0], int(upstream[1]))
         out = []
         for s in (self.order if idx is None else [self.order[int(idx)]]):
             old = s.up
@@ -421,7 +428,7 @@ class _Core:
                     return {"ok": False, "error": repr(e)}
                 return {"ok": True}
             if op == "remap":
-                return {"ok": True, "remapped": self._remap(cmd.get("session"))}
+                return {"ok": True, "remapped": self._remap(cmd.get("session"), cmd.get("upstream"))}
             if op == "close":
                 self.running = False
                 return {"ok": True}
@@ -602,11 +609,14 @@ class Relay:
         return [{"client": tuple(s["client"]), "upstream_port": s["upstream_port"]}
                 for s in self._call({"op": "sessions"})["sessions"]]
 
-    def remap(self, session=None):
+    def remap(self, session=None, upstream=None):
         """NAT re-map of one session (its index) or of all: see the module docstring."""
+        cmd = {"op": "remap", "session": session}
+        if upstream is not None:
+            cmd["upstream"] = [upstream[0], int(upstream[1])]
         return [{"client": tuple(x["client"]), "old_port": x["old_port"],
                  "upstream_port": x["upstream_port"]}
-                for x in self._call({"op": "remap", "session": session})["remapped"]]
+                for x in self._call(cmd)["remapped"]]
 
     def captured(self, direction="up"):
         rep = self._call({"op": "captured", "direction": direction})

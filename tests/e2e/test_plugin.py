@@ -383,6 +383,31 @@ def multi_listen(c):
     return "served on " + " and ".join(out) + "; a client with both used both"
 
 
+def port_range(c):
+    """Server plugin option ports=P1-P2: one UDP socket per port of the range (which holds
+    SS_REMOTE_PORT); a quicmux plugin client given another port of the range carries data.
+    A range without the server port, and ports= on a client, stop with exit 2."""
+    cert, key = make_cert(c)
+    echo = c.echo_server()
+    base = qm.free_udp_range(5)
+    rng = "%d-%d" % (base, base + 4)
+    p = qm_plugin(c, sip003_env(("127.0.0.1", base + 2), echo.addr, server_opts(cert, key, extra=";ports=" + rng)),
+                  "qm-plugin-server", wait_udp=range(base, base + 5))
+    lport = qm.free_tcp_port()
+    qm_plugin(c, sip003_env(("127.0.0.1", base + 4), ("127.0.0.1", lport), client_opts(cert)), "qm-plugin-client",
+              wait_tcp=lport)
+    res = qm.check_transfer(("127.0.0.1", lport), conns=2, nbytes=MiB, seed=13, timeout=30)
+    res.raise_if_failed()
+    qm.check(p.alive(), "the server plugin exited")
+    expect_exit2(c, sip003_env(("127.0.0.1", base + 9), echo.addr, server_opts(cert, key, extra=";ports=" + rng)),
+                 ["ports", "does not include the server port %d" % (base + 9)])
+    expect_exit2(c, sip003_env(("127.0.0.1", base), ("127.0.0.1", lport), client_opts(cert, extra=";ports=" + rng)),
+                 ["ports", "only for the server"])
+    expect_exit2(c, sip003_env(("127.0.0.1", base), echo.addr, server_opts(cert, key, extra=";ports=%d-%d" % (
+        base, base + 1024))), ["ports", "1025 ports, at most 1024"])
+    return "ports=%s: 5 UDP sockets, a client on the last port: %s" % (rng, res.summary())
+
+
 def verify_negative(c, what):
     """TLS is really verified: a wrong host, or no cert (system roots only), carries nothing."""
     cert, key = make_cert(c)
@@ -504,6 +529,7 @@ def main():
     r.run("plugin.direct.certRaw", cert_raw_case)
     r.run("plugin.certRaw.private-tmpfile-removed", cert_raw_tmpfile_removed)
     r.run("plugin.server.several-addresses", multi_listen)
+    r.run("plugin.server.port-range", port_range)
     r.run("plugin.flags.single-dash", flags_mode)
     r.run("plugin.fwmark", fwmark)
     r.run("plugin.verify.wrong-host", verify_negative, "wrong-host")

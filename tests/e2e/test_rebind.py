@@ -14,8 +14,8 @@ connection must echo at once.
   v2ray client   -> quicmux server   the same (the client does not know it moved)
   v2ray client   -> v2ray server     the reference: quic-go's server keeps answering
                                      the old address, so the transfer is lost
-  quicmux client -> quicmux server on a port range (--listen HOST:P1-P2), the relay
-                                     pointed at the range's third port
+  quicmux client -> quicmux server on a 5-port range (--listen HOST:P1-P2), the
+                                     relay pointed at the range's third port
 
 What a re-map costs (pause, bytes sent again) is measured by bench/rebind.py, not here.
 """
@@ -40,9 +40,10 @@ def _up_bytes(relay):
     return relay.stats["up"]["bytes"]
 
 
-def remap_during(c, relay, addr, transfer_timeout, stall):
+def remap_during(c, relay, addr, transfer_timeout, stall, upstreams=None):
     """Run the bulk transfer in a thread and re-map when 20 %, 40 %, 60 % ... of the
     payload has gone up through the relay; after each re-map one fresh connection.
+    upstreams[i]: where re-map i sends the client (another server port), or None.
     Returns (TransferResult, [remap info], [fresh connection results])."""
     total = CONNS * NBYTES
     out = {}
@@ -60,7 +61,7 @@ def remap_during(c, relay, addr, transfer_timeout, stall):
             time.sleep(0.01)
         if not th.is_alive() or time.monotonic() >= deadline:
             break
-        m = relay.remap()
+        m = relay.remap(upstream=upstreams[i] if upstreams else None)
         remaps.append((time.monotonic(), m))
         ok, why = qm.echo_once(addr, b"fresh connection after re-map %d\n" % i * 50, timeout=10)
         fresh.append((ok, why))
@@ -74,22 +75,21 @@ def moved_lines(proc):
         return [ln for ln in f if "peer moved from" in ln]
 
 
+def qm_range_server(c, target, nports, sec=SEC, key=KEY, hdr=HDR):
+    """A quicmux server on nports consecutive UDP ports: (Proc, first port)."""
+    base = qm.free_udp_range(nports)
+    sp = c.spawn(qm._qm_argv("server", "127.0.0.1:%d-%d" % (base, base + nports - 1),
+                             "--target", qm.hostport(*target.addr), sec, key, hdr, (), "info"),
+                 "qm-server")
+    for p in range(base, base + nports):
+        qm.wait_udp_bound(p, pid=sp.pid, timeout=10, proc=sp)
+    return sp, base
+
+
 def quicmux_server_case(c, client, server_range=0):
     target = c.echo_server()
-    extra = ()
     if server_range:
-        port0 = qm.free_udp_port()
-        # a range of server_range ports: find a run that is free
-        for base in range(port0, port0 + 200):
-            if all(qm.free_port_ok(p) for p in range(base, base + server_range)):
-                break
-        else:
-            raise qm.Skip("no %d free UDP ports in a row" % server_range)
-        sp = c.spawn(qm._qm_argv("server", "127.0.0.1:%d-%d" % (base, base + server_range - 1),
-                                 "--target", qm.hostport(*target.addr), SEC, KEY, HDR, (), "info"),
-                     "qm-server")
-        for p in range(base, base + server_range):
-            qm.wait_udp_bound(p, pid=sp.pid, timeout=10, proc=sp)
+        sp, base = qm_range_server(c, target, server_range)
         saddr = ("127.0.0.1", base + 2)
     else:
         sp, saddr = c.qm_server(target.addr, security=SEC, key=KEY, header=HDR, log_level="info")
@@ -140,6 +140,7 @@ def reference_v2ray(c):
 def main():
     r = qm.Runner("test_rebind: NAT re-map under a live transfer")
     r.run("rebind.qm-client.qm-server", quicmux_server_case, "quicmux")
+    r.run("rebind.qm-client.qm-server-port-range", quicmux_server_case, "quicmux", 5)
     if qm.have_v2ray():
         r.run("rebind.v2ray-client.qm-server", quicmux_server_case, "v2ray")
         r.run("rebind.reference.v2ray-client.v2ray-server", reference_v2ray)
