@@ -66,14 +66,17 @@ Attributes and methods:
                              dropped_* below), dropped_loss, dropped_mtu,
                              dropped_blackhole, dropped_queue, dropped_send (socket
                              buffer full), duplicated, reordered, delayed_first, bytes
-                             (forwarded payload bytes), max_len (largest datagram seen).
+                             (forwarded payload bytes), max_len (largest datagram seen),
+                             dropped_remap (see .remap()).
                              forwarded counts datagrams sent, duplicates included.
   .sessions()                [{"client": (host, port), "upstream_port": p}, ...]
   .remap(session=None, upstream=None)
                              a NAT re-map: every session (or the one of that index)
                              gets a new upstream socket, i.e. a new source port as the
                              server sees it, and the old socket is closed (replies to
-                             the old port are lost, as behind a real NAT).  With
+                             the old port are lost, as behind a real NAT, and so are
+                             the server's datagrams still delayed in the relay;
+                             counted as dropped_remap).  With
                              upstream=(host, port) the new sockets and later sessions
                              go there: to the server, a client hopping ports.  Returns
                              [{"client", "old_port", "upstream_port"}, ...].
@@ -116,7 +119,7 @@ DEFAULTS = {"loss": 0.0, "delay_ms": 0, "jitter_ms": 0, "reorder": 0.0, "reorder
             "delay_first_ms": 0, "rate_mbps": None, "queue_ms": 200}
 COUNTERS = ("received", "forwarded", "dropped", "dropped_loss", "dropped_mtu",
             "dropped_blackhole", "dropped_queue", "dropped_send", "duplicated", "reordered",
-            "delayed_first", "bytes", "max_len")
+            "delayed_first", "bytes", "max_len", "dropped_remap")
 SOCKBUF = 8 * 1024 * 1024
 DRAIN_MAX = 512  # datagrams read from one socket per readiness event
 
@@ -174,12 +177,13 @@ class _Dir:
 
 
 class _Session:
-    __slots__ = ("client", "up", "n_up", "n_down", "idx")
+    __slots__ = ("client", "up", "n_up", "n_down", "idx", "epoch")
 
     def __init__(self, client, up, idx):
         self.client = client
         self.up = up
         self.idx = idx
+        self.epoch = 0  # re-maps so far
         self.n_up = 0
         self.n_down = 0
 
@@ -209,6 +213,7 @@ class _Core:
         self.sessions = {}
         self.order = []
         self.heap = []
+        self.retired = []  # (seq of the re-map, old upstream socket) to close
         self.seq = 0
         self.ctl_in = ctl_in
         self.ctl_out = ctl_out
@@ -233,9 +238,11 @@ class _Core:
         return s
 
     def _remap(self, idx=None, upstream=None):
-        """A NAT re-map: the session(s) get a new upstream socket (a new source port as
-        the server sees it) and the old one is closed, so the server's datagrams to the
-        old port go nowhere.  Datagrams already scheduled leave from the new socket.
+        """A NAT re-map at the client's end of the delay: the session(s) get a new
+        upstream socket (a new source port as the server sees it); the old one is no
+        longer read, so the server's datagrams to the old port go nowhere, nor do those
+        still delayed in the relay (in flight to the old mapping); the client's delayed
+        datagrams still leave from the old socket, which is closed after them.
         With upstream, the new socket (and every later session) goes there instead: a
         client hopping to another port of the server, as the server sees it."""
         if upstream is not None:
@@ -248,9 +255,13 @@ class _Core:
             _bigbuf(up)
             up.connect(self.upstream)
             up.setblocking(False)
-            self.sel.unregister(old)
-            old.close()
+            self.sel.unregister(old)  # what the server sends there is lost
+            if self.heap:  # closed once the datagrams queued for it are sent
+                self.retired.append((max(e[0] for e in self.heap), old))
+            else:
+                old.close()
             s.up = up
+            s.epoch += 1
             self.sel.register(up, selectors.EVENT_READ, s)
             out.append({"client": list(s.client), "old_port": old_port,
                         "upstream_port": up.getsockname()[1]})
@@ -279,7 +290,7 @@ class _Core:
             s.n_down += 1
             nth = s.n_down
         if d.plain:
-            self._send(d, dname, s, data)
+            self._send(d, dname, s, data, s.up, s.epoch)
             return
         if d.blackhole:
             c["dropped_blackhole"] += 1
@@ -317,18 +328,26 @@ class _Core:
             c["duplicated"] += 1
         if delay <= 0 and not self.heap:
             for _ in range(copies):
-                self._send(d, dname, s, data)
+                self._send(d, dname, s, data, s.up, s.epoch)
             return
         due = now + (delay if delay > 0 else 0.0)
         for i in range(copies):
             self.seq += 1
-            heapq.heappush(self.heap, (due + i * 1e-5, self.seq, dname, s, data))
+            heapq.heappush(self.heap, (due + i * 1e-5, self.seq, dname, s, data, s.up, s.epoch))
 
-    def _send(self, d, dname, s, data):
+    def _send(self, d, dname, s, data, up, epoch):
+        """up, epoch: the session's socket and re-map count when the datagram entered
+        the relay.  A re-map happens at the client's end of the delay: datagrams the
+        client sent before it still reach the server from the old port; datagrams the
+        server sent before it were in flight to the old mapping and are lost."""
         c = d.c
+        if dname == "down" and epoch != s.epoch:
+            c["dropped_remap"] += 1
+            c["dropped"] += 1
+            return
         try:
             if dname == "up":
-                s.up.send(data)
+                up.send(data)
             else:
                 self.sock.sendto(data, s.client)
         except (BlockingIOError, InterruptedError):
@@ -348,8 +367,12 @@ class _Core:
         heap = self.heap
         dirs = self.dirs
         while heap and heap[0][0] <= now:
-            _due, _seq, dname, s, data = heapq.heappop(heap)
-            self._send(dirs[dname], dname, s, data)
+            _due, _seq, dname, s, data, up, epoch = heapq.heappop(heap)
+            self._send(dirs[dname], dname, s, data, up, epoch)
+        while self.retired and (not heap or self.retired[0][0] < heap[0][0]):
+            # no datagram of the old socket is waiting any more
+            _seq, sock = self.retired.pop(0)
+            sock.close()
 
     def _read_listen(self):
         d = self.dirs["up"]
@@ -482,9 +505,9 @@ class _Core:
             self.sel.close()
         except Exception:
             pass
-        for s in self.order:
+        for sock in [s.up for s in self.order] + [x[1] for x in self.retired]:
             try:
-                s.up.close()
+                sock.close()
             except OSError:
                 pass
         try:
