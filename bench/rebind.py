@@ -13,9 +13,13 @@ each way (RTT = 2 x delay) and a --rate-mbps bottleneck (queue 200 ms).  One TCP
 connection downloads through the tunnel; after 2.5 s of warm-up the relay re-maps the
 client's port (new source port, old socket closed) --remaps times, --every seconds apart.
 
-  pause     the longest gap between two reads of the download from the re-map to 1.5 s
-            after it, in ms; "quiet" is the same measure over the 1.5 s before the first
-            re-map (what the path does anyway).
+  pause     the longest gap between two reads of the download that starts from the re-map
+            to 1.5 s after it, in ms (measured in full); "quiet" is the same measure for
+            the 1.5 s before the first re-map (what the path does anyway).  A download's
+            client sends only ACKs: when it has acknowledged everything that reached it
+            before the re-map, it stays silent, the server cannot reach it (its packets
+            go to the old mapping) and the pause lasts until the client sends again
+            (quicmux client: its keep-alive PING after 5 s of silence).
   resent    STREAM bytes the server sent again (offset below what it had already sent
             on that stream), from its qlog, in the window of each re-map; "quiet" as
             above.  The server is the only sender that loses anything: the client's
@@ -162,10 +166,12 @@ def one_sample(root, client, args, seed):
         qstart, resent = qlog_resent(qfiles[0]) if len(qfiles) == 1 else (None, [])
 
         def pause(a, b):
+            """The longest gap between reads that starts from a to b, measured in full
+            (up to the end of the download)."""
             a = max(a, reads[0][0]) if reads else a
-            ts = [t for t, _n in reads if a <= t <= b]
-            ts = [a] + ts + ([b] if not ts or ts[-1] < b else [])
-            return max(y - x for x, y in zip(ts, ts[1:])) * 1000.0
+            ts = [a] + [t for t, _n in reads if t > a]
+            gaps = [y - x for x, y in zip(ts, ts[1:]) if x <= b]
+            return max(gaps or [0.0]) * 1000.0
 
         def resent_in(a, b):
             if qstart is None:
