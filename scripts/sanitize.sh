@@ -15,7 +15,7 @@ set -u
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 BUILD=${ASAN_BUILD_DIR:-build-asan}
-E2E=${SANITIZE_E2E:-test_e2e test_faults test_hostile test_udp}
+E2E=${SANITIZE_E2E:-test_e2e test_faults test_hostile test_udp test_workers}
 REPORTS="$ROOT/$BUILD/sanitizer-reports"
 status=0
 

@@ -98,6 +98,20 @@ void qm_wipe(void *buf, size_t len) {
   gnutls_memset(buf, 0, len);
 }
 
+void qm__cid_make(uint8_t *cid, size_t len, uint32_t worker, uint32_t count) {
+  qm_random(cid, len);
+  if (count > 1 && count <= QM_MAX_WORKERS && len == QM_SCID_LEN) {
+    unsigned slots = 256 / count; /* values of the byte that name a worker */
+    cid[0] = (uint8_t)((cid[0] % slots) * count + worker % count);
+  }
+}
+
+int qm_cid_worker(const uint8_t *cid, size_t len, uint32_t count) {
+  if (count <= 1 || count > QM_MAX_WORKERS || len != QM_SCID_LEN)
+    return -1;
+  return (int)(cid[0] % count);
+}
+
 uint64_t qm__next_session_id(void) {
   static uint64_t next = 1; /* one loop per thread; see ARCHITECTURE.md */
   return __atomic_fetch_add(&next, 1, __ATOMIC_RELAXED);

@@ -47,6 +47,7 @@ struct qm_dialer {
   uint64_t dropped_dead; /* datagrams dropped by sessions already freed */
   qm_totals totals;      /* sessions started; counts of sessions freed */
   size_t resolving;      /* streams waiting for a name */
+  long caps_sessions;    /* of the shared caps' sessions, this dialer's */
   qm_servers servers;    /* health per server address */
   /* the server set of qm_dialer_set_servers */
   struct set_entry *set;
@@ -97,6 +98,10 @@ static int op_can_take(void *p, void *ud) {
 static void op_destroy(void *p, void *ud) {
   sess_ref *r = p;
   qm_dialer *d = ud;
+  if (d->settings.caps) {
+    qm__caps_add(&d->settings.caps->sessions, -1);
+    d->caps_sessions--;
+  }
   qm_session_close(r->s);
   d->dropped_dead += qm_session_dropped(r->s);
   qm_session_add_totals(r->s, &d->totals, 1);
@@ -175,7 +180,9 @@ static int new_session(qm_dialer *d, const struct sockaddr_storage *addr,
   qm_pool_prune(d->pool, key);
   /* Caps: a clear error for this one connection, nothing else touched. */
   if (!qm_policy_may_open_session(
-          qm_pool_count(d->pool, key), qm_pool_count(d->pool, NULL),
+          qm_pool_count(d->pool, key),
+          d->settings.caps ? (size_t)qm__caps_get(&d->settings.caps->sessions)
+                           : qm_pool_count(d->pool, NULL),
           d->settings.max_sessions_per_dest, d->settings.max_sessions)) {
     QM_WARN("dialer",
             "session limit reached for %s (%zu here, %zu in all; "
@@ -211,6 +218,10 @@ static int new_session(qm_dialer *d, const struct sockaddr_storage *addr,
     qm_session_free(r->s);
     free(r);
     return rv;
+  }
+  if (d->settings.caps) { /* shared with the dialers of other loops */
+    qm__caps_add(&d->settings.caps->sessions, 1);
+    d->caps_sessions++;
   }
   QM_DEBUG("dialer", "session %llu to %s (%zu in pool)",
            (unsigned long long)qm_session_id(r->s), key,
@@ -431,6 +442,10 @@ static void sess_on_dead(qm_session *s, void *ud) {
   if (qm_session_died_handshaking(s))
     note_failure(d, r, qm_session_close_error(s));
   if (qm_pool_remove(d->pool, r) == 0) {
+    if (d->settings.caps) {
+      qm__caps_add(&d->settings.caps->sessions, -1);
+      d->caps_sessions--;
+    }
     d->dropped_dead += qm_session_dropped(r->s);
     qm_session_add_totals(r->s, &d->totals, 1);
     qm_session_free(r->s);
@@ -682,6 +697,15 @@ fail:
   return rv;
 }
 
+int qm_caps_new(qm_caps **out) {
+  *out = calloc(1, sizeof(**out));
+  return *out ? 0 : QM_ENOMEM;
+}
+
+void qm_caps_free(qm_caps *c) {
+  free(c);
+}
+
 void qm_dialer_free(qm_dialer *d) {
   if (!d)
     return;
@@ -696,6 +720,7 @@ void qm_dialer_free(qm_dialer *d) {
   if (d->pool)
     qm_pool_free(d->pool);
   qm_flow_ctx_clear(&d->flows);
+  /* every session went through op_destroy: none left counted */
   fail_task_run(&d->fail_task);
   set_clear(d);
   qm_servers_clear(&d->servers);
@@ -762,7 +787,9 @@ int qm_dial(qm_dialer *d, const char *host, uint16_t port,
   if (!host && !d->nset)
     return QM_EINVAL;
   qm_dialer_get_stats(d, &ds);
-  if (ds.streams + d->resolving >= d->settings.max_streams) {
+  if ((d->settings.caps
+           ? (size_t)qm__caps_get(&d->settings.caps->streams)
+           : ds.streams + d->resolving) >= d->settings.max_streams) {
     QM_WARN("dialer", "stream limit %u reached: connection refused",
             d->settings.max_streams);
     return QM_ELIMIT;
@@ -771,6 +798,10 @@ int qm_dial(qm_dialer *d, const char *host, uint16_t port,
   if (!st)
     return QM_ENOMEM;
   qm_stream_set_callbacks(st, cbs, ud);
+  if (d->settings.caps) { /* counted until qm_stream_destroy */
+    st->caps = d->settings.caps;
+    qm__caps_add(&st->caps->streams, 1);
+  }
   if (!host)
     return dial_set(d, st, out);
   /* An IP is used as is; a name is resolved without blocking the loop. */

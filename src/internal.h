@@ -23,6 +23,8 @@
  * receive window of a session or stream (qm_settings conn_window). */
 #define QM_DEFAULT_STREAM_BUFFER (1024 * 1024)
 #define QM_DEFAULT_MAX_WINDOW (32 * 1024 * 1024)
+/* Server connection ids: v2ray's ConnectionIDLength (SPEC §1.4). */
+#define QM_SCID_LEN 12
 /* Receive buffers: wrapped probes reach 1493 bytes (SPEC §3.4). */
 #define QM_RX_BUF 2048
 
@@ -55,6 +57,29 @@ void qm_wipe(void *buf, size_t len);
 
 /* The static spelling of a congestion control name (cubic if unknown). */
 const char *qm__cc_static(const char *name);
+
+/* A new server connection id of len bytes: random, and with workers
+ * (count > 1) its first byte is a random value = worker (mod count), which
+ * qm_cid_worker and the kernel's steering program read back. */
+void qm__cid_make(uint8_t *cid, size_t len, uint32_t worker, uint32_t count);
+
+/* Attach the reuseport steering program to the sockets fds[0..n-1] (fds[i]
+ * = worker i); off: where the QUIC packet starts in the UDP payload. */
+int qm__steer_attach(const int *fds, size_t n, size_t off, char *err,
+                     size_t errlen);
+
+/* Caps shared by dialers on several loops (qm_settings.caps): counted with
+ * atomic operations, only when sessions and streams start and end. */
+struct qm_caps {
+  long sessions;
+  long streams;
+};
+static inline long qm__caps_add(long *v, long d) {
+  return __atomic_add_fetch(v, d, __ATOMIC_RELAXED);
+}
+static inline long qm__caps_get(const long *v) {
+  return __atomic_load_n(v, __ATOMIC_RELAXED);
+}
 
 /* A process-wide increasing id for sessions (for logs). */
 uint64_t qm__next_session_id(void);

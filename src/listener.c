@@ -3,6 +3,9 @@
  * range, and hand every stream on (SPEC §2). Datagrams from every socket are
  * routed to sessions by destination connection id; a session sends each
  * packet from the socket of its path's local port (endpoint_for).
+ * With workers (several listeners of one address, one per loop), a datagram
+ * whose id names another worker goes to the handoff callback, and datagrams
+ * handed over by other workers come in through qm_listener_inject.
  */
 #include <arpa/inet.h>
 #include <stdio.h>
@@ -62,6 +65,9 @@ struct qm_listener {
   ev_tstamp window_start;
   unsigned window_new;   /* new sessions in the current second */
   ev_tstamp retry_until; /* auto mode: validate addresses until then */
+  qm_handoff_fn handoff; /* workers: datagrams of another worker's ids */
+  void *handoff_ud;
+  uint64_t handoffs_out, handoffs_in;
 };
 
 /* auto Retry: more new sessions than this in one second is a flood */
@@ -177,16 +183,20 @@ static uint16_t port_of(const struct sockaddr *sa) {
 }
 
 /* The endpoint bound to local: eps[port - first_port], checked in full. */
-static qm_endpoint *endpoint_for(qm_session *s, const struct sockaddr *local,
-                                 socklen_t len, void *ud) {
-  sess_node *n = ud;
-  qm_listener *l = n->l;
+static qm_endpoint *ep_by_local(qm_listener *l, const struct sockaddr *local,
+                                socklen_t len) {
   size_t i = (size_t)(uint16_t)(port_of(local) - l->first_port);
-  (void)s;
   if (i < l->neps && l->eps[i].locallen == len &&
       memcmp(&l->eps[i].local, local, len) == 0)
     return &l->eps[i];
   return NULL;
+}
+
+static qm_endpoint *endpoint_for(qm_session *s, const struct sockaddr *local,
+                                 socklen_t len, void *ud) {
+  sess_node *n = ud;
+  (void)s;
+  return ep_by_local(n->l, local, len);
 }
 
 /* The n bytes written into ep's slot go out to `to` now. */
@@ -244,8 +254,10 @@ static void send_retry(qm_listener *l, qm_endpoint *ep, const ngtcp2_pkt_hd *hd,
 
   if (!slot)
     return;
-  scid.datalen = 12;
-  qm_random(scid.data, scid.datalen);
+  /* the client's next Initial comes to the worker this id names */
+  scid.datalen = QM_SCID_LEN;
+  qm__cid_make(scid.data, scid.datalen, l->settings.worker_id,
+               l->settings.worker_count);
   tlen = ngtcp2_crypto_generate_retry_token(
       token, l->retry_secret, sizeof(l->retry_secret), hd->version, from,
       fromlen, &scid, &hd->dcid, qm_now_ns());
@@ -294,9 +306,11 @@ static void send_stateless_reset(qm_listener *l, qm_endpoint *ep,
   l->resets_sent++;
 }
 
-static void ep_recv(qm_endpoint *ep, const struct sockaddr *from,
-                    socklen_t fromlen, uint8_t *pkt, size_t len, void *ud) {
-  qm_listener *l = ud;
+/* One unwrapped QUIC datagram, from the socket or (injected) from another
+ * worker. */
+static void route(qm_listener *l, qm_endpoint *ep, const struct sockaddr *from,
+                  socklen_t fromlen, const uint8_t *pkt, size_t len,
+                  int injected) {
   ngtcp2_version_cid vc;
   ngtcp2_pkt_hd hd;
   qm_session *s;
@@ -321,6 +335,22 @@ static void ep_recv(qm_endpoint *ep, const struct sockaddr *from,
   if (s) {
     qm_session_recv(s, ep, from, fromlen, pkt, len);
     return;
+  }
+  /* Another worker's id (the 4-tuple hash brought it here: a NAT rebinding,
+   * a migration, a client Initial whose random id names it): its owner
+   * answers, resets included. Handed off once only. */
+  if (!injected) {
+    int w = qm_cid_worker(vc.dcid, vc.dcidlen, l->settings.worker_count);
+    if (w >= 0 && (uint32_t)w != l->settings.worker_id) {
+      if (l->handoff) {
+        l->handoffs_out++;
+        l->handoff(l, (uint32_t)w, (struct sockaddr *)&ep->local, ep->locallen,
+                   from, fromlen, pkt, len, l->handoff_ud);
+      } else {
+        l->unroutable++;
+      }
+      return;
+    }
   }
   /* Unknown id: only an Initial may start a session. */
   if (!(pkt[0] & 0x80)) { /* short header */
@@ -380,6 +410,58 @@ static void ep_recv(qm_endpoint *ep, const struct sockaddr *from,
     l->accepted--; /* it starts again after the Retry */
     send_retry(l, ep, &hd, from, fromlen);
   }
+}
+
+static void ep_recv(qm_endpoint *ep, const struct sockaddr *from,
+                    socklen_t fromlen, uint8_t *pkt, size_t len, void *ud) {
+  route(ud, ep, from, fromlen, pkt, len, 0);
+}
+
+void qm_listener_set_handoff(qm_listener *l, qm_handoff_fn fn, void *ud) {
+  l->handoff = fn;
+  l->handoff_ud = ud;
+}
+
+int qm_listener_inject(qm_listener *l, const struct sockaddr *local,
+                       socklen_t locallen, const struct sockaddr *from,
+                       socklen_t fromlen, const uint8_t *pkt, size_t len) {
+  qm_endpoint *ep;
+  if (!len || len > QM_RX_BUF || fromlen > sizeof(struct sockaddr_storage))
+    return QM_EINVAL;
+  /* our socket on the port the client sent to: replies leave from it */
+  ep = local ? ep_by_local(l, local, locallen) : NULL;
+  l->handoffs_in++;
+  route(l, ep ? ep : &l->eps[0], from, fromlen, pkt, len, 1);
+  return 0;
+}
+
+int qm_listener_steer(qm_listener *const *ls, size_t n) {
+  int fds[QM_MAX_WORKERS];
+  char err[256] = "";
+  size_t i, p;
+  int rv = 0;
+  if (n < 2 || n > QM_MAX_WORKERS)
+    return QM_EINVAL;
+  /* With a key, the id is sealed inside the datagram: nothing to read. */
+  if (ls[0]->settings.security != QM_SEC_NONE)
+    return QM_EINVAL;
+  for (i = 0; i < n; i++)
+    if (ls[i]->settings.worker_id != i || ls[i]->settings.worker_count != n ||
+        ls[i]->neps != ls[0]->neps)
+      return QM_EINVAL;
+  /* every port of a range is a reuseport group of its own */
+  for (p = 0; p < ls[0]->neps && rv == 0; p++) {
+    for (i = 0; i < n; i++)
+      fds[i] = ls[i]->eps[p].fd;
+    rv = qm__steer_attach(fds, n, qm_codec_prefix(&ls[0]->eps[p].codec), err,
+                          sizeof(err));
+  }
+  if (rv != 0)
+    QM_INFO("listener",
+            "no steering by the kernel (%s): workers hand "
+            "datagrams to each other",
+            err);
+  return rv;
 }
 
 static void ep_writable(qm_endpoint *ep, void *ud) {
@@ -496,6 +578,15 @@ int qm_listener_new_range(qm_listener **out, struct ev_loop *loop,
     l->settings.max_streams_bidi = 32;
   if (!l->settings.max_sessions)
     l->settings.max_sessions = QM_MAX_SESSIONS;
+  if (l->settings.worker_count > QM_MAX_WORKERS ||
+      (l->settings.worker_count > 1 &&
+       l->settings.worker_id >= l->settings.worker_count)) {
+    QM_ERROR("listener", "worker %u of %u: want at most %d workers",
+             l->settings.worker_id, l->settings.worker_count, QM_MAX_WORKERS);
+    rv = QM_EINVAL;
+    goto fail;
+  }
+  l->settings.caps = NULL;
   if ((rv = qm_io_init(&l->io, loop)) != 0)
     goto fail;
   if ((rv = derive_secrets(l, s)) != 0)
@@ -571,6 +662,8 @@ void qm_listener_get_stats(const qm_listener *l, qm_listener_stats *st) {
   st->bad_tokens = l->bad_tokens;
   st->refused_sessions = l->refused;
   st->resets_sent = l->resets_sent;
+  st->handoffs_out = l->handoffs_out;
+  st->handoffs_in = l->handoffs_in;
 }
 
 int qm_listener_get_addr(const qm_listener *l, struct sockaddr_storage *ss,

@@ -421,8 +421,10 @@ int qm_session_server_new(qm_session **out, qm_io *io, qm_endpoint *ep,
   if ((rv = session_alloc(&x, io, tls, s, from, fromlen, owner, 1)) != 0)
     return rv;
   x->ep = ep;
+  x->cid_worker = s->worker_id;
+  x->cid_workers = s->worker_count;
   scid.datalen = QM_SCID_LEN;
-  qm_random(scid.data, scid.datalen);
+  qm__cid_make(scid.data, scid.datalen, x->cid_worker, x->cid_workers);
   ngtcp2_path_storage_init(&x->ps, (struct sockaddr *)&ep->local, ep->locallen,
                            from, fromlen, NULL);
   qm_sess_callbacks(&cb, 1);

@@ -17,7 +17,10 @@ static int get_new_cid_cb(ngtcp2_conn *conn, ngtcp2_cid *cid, uint8_t *token,
                           size_t cidlen, void *ud) {
   qm_session *s = ud;
   (void)conn;
-  qm_random(cid->data, cidlen);
+  if (s->server) /* with workers, the id names this session's worker */
+    qm__cid_make(cid->data, cidlen, s->cid_worker, s->cid_workers);
+  else
+    qm_random(cid->data, cidlen);
   cid->datalen = cidlen;
   if (s->server)
     qm_session_reset_token(token, s->owner.reset_secret, cid->data,

@@ -18,7 +18,6 @@
 #include "policy.h"
 #include "session.h"
 
-#define QM_SCID_LEN 12 /* v2ray's ConnectionIDLength (SPEC §1.4) */
 #define QM_MAX_VEC 16
 #define QM_BURST (32 * 1024)
 #define QM_HEALTH_INTERVAL 0.1 /* seconds: the silence rule's resolution */
@@ -87,6 +86,8 @@ struct qm_session {
   /* qlog: the session's file (settings qlog_dir), NULL when off */
   FILE *qlog;
   uint64_t qlog_bytes;
+  /* server workers: the ids this session issues name its worker */
+  uint32_t cid_worker, cid_workers;
   /* client: the hidden Initial (hide.h): on; the decoy went out; the next
    * flight (the first, or the one after a Retry) goes out reversed */
   int hide, hide_decoy_sent, hide_reverse;

@@ -27,6 +27,8 @@ static void free_chain(qm_chunk *c) {
 void qm_stream_destroy(qm_stream *s) {
   if (!s)
     return;
+  if (s->caps)
+    qm__caps_add(&s->caps->streams, -1);
   free_chain(s->shead);
   free_chain(s->rhead);
   qm_addrlist_unref(s->addrs);

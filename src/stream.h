@@ -38,7 +38,8 @@ enum {
 
 struct qm_stream {
   qm_session *sess;
-  int64_t id; /* -1 until open on the wire */
+  int64_t id;           /* -1 until open on the wire */
+  struct qm_caps *caps; /* client: counted in these shared caps */
   qm_stream_cbs cbs;
   void *ud;
   /* session's list of all its streams */

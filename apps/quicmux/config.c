@@ -745,10 +745,9 @@ static int parse_tunnel(cfgctx *x, json_t *t, size_t idx, tunnel_cfg *c) {
                   "unknown key (allowed here: role, tag, listen, server, "
                   "target, streamSettings, maxStreams, idleTimeout, "
                   "handshakeTimeout, keepAlive, sessionIdle, maxSessions, "
-                  "maxSessionsPerServer, "
-                  "maxConnections, retry, congestion, drain, qlogDir, "
-                  "qlogMaxFiles, hideInitial, udp, udpIdle, udpMaxFlows, "
-                  "udpFlowsPerSession, udpQueue)");
+                  "maxSessionsPerServer, maxConnections, retry, congestion, "
+                  "drain, workers, qlogDir, qlogMaxFiles, hideInitial, udp, "
+                  "udpIdle, udpMaxFlows, udpFlowsPerSession, udpQueue)");
     if (json_is_null(v))
       continue;
     if (!(o->modes & r))
@@ -776,7 +775,10 @@ static int parse_tunnel(cfgctx *x, json_t *t, size_t idx, tunnel_cfg *c) {
       }
       continue;
     }
-    if (o->type == T_SWITCH) {
+    if (o->id == OPT_WORKERS && json_is_integer(v)) { /* 4 or "auto" */
+      snprintf(num, sizeof(num), "%lld", (long long)json_integer_value(v));
+      val = num;
+    } else if (o->type == T_SWITCH) {
       if (!json_is_boolean(v))
         return fail(x, p, "want true or false, got %s", jtype(v));
       if (!json_is_true(v))

@@ -1,6 +1,7 @@
 /* Program logging: UTC timestamps, level, module; stderr or a file that
  * SIGHUP reopens. The library logs through the same sink (qm_set_log). */
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,9 @@ static const char *const level_names[] = {"debug", "info", "warning", "error",
                                           "none"};
 static FILE *log_fp; /* NULL = stderr */
 static char *log_path;
+/* workers log from their threads: one line at a time, and SIGHUP's reopen
+ * never swaps the file under a writer */
+static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
 
 int app_log_level_parse(const char *name, qm_log_level *out) {
   int i;
@@ -43,9 +47,11 @@ static void emit(const char *level, const char *module, const char *msg) {
   gettimeofday(&tv, NULL);
   gmtime_r(&tv.tv_sec, &tm);
   strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+  pthread_mutex_lock(&log_mu);
   fprintf(sink(), "%s.%03ldZ %-7s [%s] %s\n", ts, (long)(tv.tv_usec / 1000),
           level, module, msg);
   fflush(sink());
+  pthread_mutex_unlock(&log_mu);
 }
 
 static void lib_cb(qm_log_level lvl, const char *module, const char *msg,
@@ -96,8 +102,10 @@ void app_log_reopen(void) {
              log_path, strerror(errno));
     return;
   }
+  pthread_mutex_lock(&log_mu);
   fclose(log_fp);
   log_fp = f;
+  pthread_mutex_unlock(&log_mu);
   app_logm(QM_LOG_INFO, "log", "log file reopened");
 }
 

@@ -12,6 +12,7 @@
 #include "metrics.h"
 #include "opts.h"
 #include "tunnel.h"
+#include "workers.h"
 
 #define CS (MODE_CLIENT | MODE_SERVER)
 #define CSD (MODE_CLIENT | MODE_SERVER | MODE_DEMO)
@@ -106,6 +107,10 @@ const opt_def opt_table[] = {
   {OPT_DRAIN, "drain", NULL, NULL, "drain", T_NUM, 0, 600, CS, "SEC",
    "on SIGTERM/SIGINT stop accepting and give open connections SEC seconds "
    "to finish; a second signal stops at once (default 2)"},
+  {OPT_WORKERS, "workers", NULL, NULL, "workers", T_STR, 0, 0, CS, "N|auto",
+   "threads, each with its own event loop, sockets and sessions: a server "
+   "spreads client sessions over them, a client its connections; auto = "
+   "the CPUs the process may run on (at most 64; default 1)"},
   {OPT_FWMARK, "fwmark", "fwmark", "fwmark", "streamSettings.sockopt.mark",
    T_NUM, 0, 2147483647L, CS | MODE_PLUGIN, "MARK",
    "SO_MARK on the QUIC UDP sockets, for policy routing (default 0 = none)"},
@@ -286,6 +291,7 @@ void tunnel_cfg_init(tunnel_cfg *c, unsigned role, opt_style style,
   c->role = role;
   c->style = style;
   c->drain_s = 2;
+  c->workers = 1;
   qm_settings_default(&c->s);
   qm_flow_settings_default(&c->fs);
   if (prefix)
@@ -476,6 +482,23 @@ int tunnel_cfg_set(tunnel_cfg *c, const opt_def *o, const char *where,
   case OPT_DRAIN:
     c->drain_s = (int)n;
     break;
+  case OPT_WORKERS: {
+    char *end;
+    long w;
+    if (!strcasecmp(v, "auto")) {
+      c->workers = workers_auto();
+      break;
+    }
+    errno = 0;
+    w = strtol(v, &end, 10);
+    if (!*v || *end || errno || w < 1 || w > QM_MAX_WORKERS) {
+      snprintf(err, errlen, "%s '%s': want auto or a whole number from 1 to %d",
+               where, v, QM_MAX_WORKERS);
+      return -1;
+    }
+    c->workers = (unsigned)w;
+    break;
+  }
   case OPT_QLOG_DIR:
     if (!*v) {
       snprintf(err, errlen, "%s: empty directory name", where);

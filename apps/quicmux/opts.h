@@ -54,6 +54,7 @@ typedef enum {
   OPT_STATE_DIR,
   OPT_CC,
   OPT_DRAIN,
+  OPT_WORKERS,
   OPT_LOG_LEVEL,
   OPT_LOG_FILE,
   OPT_METRICS,
@@ -156,6 +157,7 @@ typedef struct tunnel_cfg {
   int ca_set;            /* --ca given */
   int warn_unverified;   /* v2ray's default TLS: the certificate is unchecked */
   int drain_s;           /* seconds open connections get on SIGTERM */
+  unsigned workers;      /* threads, each with its loop and tunnel */
   const char *state_dir; /* server: where the static secret is kept */
   int udp;               /* --udp: carry UDP flows too */
   qm_flow_settings fs;   /* their limits */

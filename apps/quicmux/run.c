@@ -1,9 +1,11 @@
-/* Run checked tunnels on one loop until a stop signal. */
+/* Run checked tunnels until a stop signal: each config on its workers
+ * (workers.h; one worker = on this loop), signals and metrics here. */
 #include <signal.h>
 #include <stdio.h>
-#include <sys/resource.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <sys/resource.h>
 
 #include <ev.h>
 
@@ -13,21 +15,40 @@
 #include "state.h"
 #include "tunnel.h"
 #include "tunnel_metrics.h"
+#include "workers.h"
 
-static tunnel **running;
+static workers **running; /* one per config */
 static size_t nrunning;
+static tunnel **all; /* every worker's tunnel, config by config */
+static size_t nall;
 static int stopping;
 static int drain_s;
 static ev_timer drain_w; /* checks every 100 ms whether all are done */
 static ev_tstamp drain_until;
 static metrics_server *metrics;
 
+static void pause_all(void) {
+  size_t i;
+  for (i = 0; i < nrunning; i++)
+    workers_pause(running[i]);
+}
+
+static void resume_all(void) {
+  size_t i;
+  for (i = 0; i < nrunning; i++)
+    workers_resume(running[i]);
+}
+
 /* GET /metrics: the running tunnels and the endpoint's own counts. */
 static int render_metrics(char **body, size_t *len, void *ud) {
   metrics_counts mc;
+  int rv;
   (void)ud;
   metrics_server_counts(metrics, &mc);
-  return tunnel_metrics_text(running, nrunning, &mc, body, len);
+  pause_all();
+  rv = tunnel_metrics_text(all, nall, &mc, body, len);
+  resume_all();
+  return rv;
 }
 
 static int start_metrics(struct ev_loop *loop, const app_metrics *m) {
@@ -46,8 +67,10 @@ static int start_metrics(struct ev_loop *loop, const app_metrics *m) {
 static uint64_t open_connections(void) {
   uint64_t n = 0;
   size_t i;
-  for (i = 0; i < nrunning; i++)
-    n += tunnel_open_connections(running[i]);
+  pause_all();
+  for (i = 0; i < nall; i++)
+    n += tunnel_open_connections(all[i]);
+  resume_all();
   return n;
 }
 
@@ -80,8 +103,10 @@ static void on_stop(struct ev_loop *loop, ev_signal *w, int revents) {
           "signal %d: no new connections; %llu open ones get "
           "up to %d s to finish (signal again to stop now)",
           w->signum, (unsigned long long)n, drain_s);
-  for (i = 0; i < nrunning; i++)
-    tunnel_stop_accepting(running[i]);
+  pause_all(); /* every worker drains */
+  for (i = 0; i < nall; i++)
+    tunnel_stop_accepting(all[i]);
+  resume_all();
   drain_until = ev_now(loop) + drain_s;
   ev_timer_init(&drain_w, on_drain, 0.1, 0.1);
   ev_timer_start(loop, &drain_w);
@@ -92,17 +117,29 @@ static void stats_line(const char *line, void *ud) {
   app_log_always("stats", "%s", line);
 }
 
+/* One line per config (its workers added up), one per worker when there
+ * are several, then one per session. */
 static void on_usr1(struct ev_loop *loop, ev_signal *w, int revents) {
-  size_t i;
+  size_t i, k, base = 0;
   char line[512];
   (void)loop;
   (void)w;
   (void)revents;
+  pause_all();
   for (i = 0; i < nrunning; i++) {
-    tunnel_describe(running[i], line, sizeof(line));
+    size_t n = workers_count(running[i]);
+    tunnel_describe_n((const tunnel *const *)&all[base], n, line, sizeof(line));
     app_log_always("stats", "%s", line);
-    tunnel_describe_sessions(running[i], stats_line, NULL);
+    for (k = 0; n > 1 && k < n; k++) {
+      tunnel_describe_worker(all[base + k], line, sizeof(line));
+      app_log_always("stats", "%s, %llu hand-offs lost (queue full)", line,
+                     (unsigned long long)workers_handoff_drops(running[i], k));
+    }
+    for (k = 0; k < n; k++)
+      tunnel_describe_sessions(all[base + k], stats_line, NULL);
+    base += n;
   }
+  resume_all();
 }
 
 static void on_hup(struct ev_loop *loop, ev_signal *w, int revents) {
@@ -120,7 +157,10 @@ static void raise_nofile(const tunnel_cfg *cfgs, size_t n) {
   rlim_t want = 4096;
   size_t i;
   for (i = 0; i < n; i++)
-    want += cfgs[i].listen_ports > 1 ? cfgs[i].listen_ports : 0;
+    want += cfgs[i].listen_ports > 1
+                ? (rlim_t)cfgs[i].listen_ports *
+                      (cfgs[i].workers ? cfgs[i].workers : 1)
+                : 0;
   if (want == 4096 || getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= want)
     return;
   rl.rlim_cur =
@@ -128,7 +168,7 @@ static void raise_nofile(const tunnel_cfg *cfgs, size_t n) {
   (void)setrlimit(RLIMIT_NOFILE, &rl);
 }
 
-static int start_one(struct ev_loop *loop, tunnel_cfg *c, tunnel **out) {
+static int start_one(struct ev_loop *loop, tunnel_cfg *c, workers **out) {
   char err[512], tagbuf[32];
   const char *tag = c->tag;
   int rv;
@@ -153,16 +193,7 @@ static int start_one(struct ev_loop *loop, tunnel_cfg *c, tunnel **out) {
              "Initial included, is encrypted with the key",
              tag, qm_security_name(c->s.security));
   if (c->role == MODE_CLIENT) {
-    rv = tunnel_client_new(out, loop, (struct sockaddr *)&c->listen_addr,
-                           c->listen_len, c->remote_host, c->remote_port, &c->s,
-                           err, sizeof(err));
-    /* several servers: the dialer's set (one stays a plain qm_dial) */
-    if (rv == 0 && c->nservers > 1 &&
-        (rv = tunnel_client_set_servers(*out, c->servers, c->nservers)) != 0) {
-      snprintf(err, sizeof(err), "servers: %s", qm_strerror(rv));
-      tunnel_free(*out);
-      *out = NULL;
-    }
+    rv = workers_new(out, loop, c, &c->s, err, sizeof(err));
   } else {
     uint8_t secret[STATE_SECRET_LEN];
     char dir[256];
@@ -180,26 +211,21 @@ static int start_one(struct ev_loop *loop, tunnel_cfg *c, tunnel **out) {
                "%s: %s; clients learn of a restart only by silence (give "
                "--state-dir)",
                tag, err);
+      /* workers need one secret between them: Retry tokens and stateless
+       * resets must be valid on every one */
+      if (c->workers > 1 &&
+          getrandom(secret, sizeof(secret), 0) == (ssize_t)sizeof(secret)) {
+        c->s.static_secret = secret;
+        c->s.static_secret_len = sizeof(secret);
+      }
     }
-    rv = tunnel_server_new(out, loop, (struct sockaddr *)&c->listen_addr,
-                           c->listen_len, c->listen_ports,
-                           (struct sockaddr *)&c->remote_addr, c->remote_len,
-                           &c->s, err, sizeof(err));
+    rv = workers_new(out, loop, c, &c->s, err, sizeof(err));
     c->s.static_secret = NULL; /* the listener derived what it needs */
     memset(secret, 0, sizeof(secret));
   }
   if (rv != 0) {
     app_logm(QM_LOG_ERROR, "quicmux", "%s: %s", tag, err);
     fprintf(stderr, "quicmux: %s: %s\n", tag, err);
-    return -1;
-  }
-  if (c->tag)
-    tunnel_set_tag(*out, c->tag);
-  if (c->udp && tunnel_enable_udp(*out, &c->fs, err, sizeof(err)) != 0) {
-    app_logm(QM_LOG_ERROR, "quicmux", "%s: %s", tag, err);
-    fprintf(stderr, "quicmux: %s: %s\n", tag, err);
-    tunnel_free(*out);
-    *out = NULL;
     return -1;
   }
   tunnel_cfg_describe(c, err, sizeof(err));
@@ -210,12 +236,16 @@ static int start_one(struct ev_loop *loop, tunnel_cfg *c, tunnel **out) {
 int app_run(struct ev_loop *loop, tunnel_cfg *cfgs, size_t n,
             const app_metrics *m) {
   ev_signal sigint_w, sigterm_w, sigusr1_w, sighup_w;
-  size_t i;
+  size_t i, k, total = 0;
   int rc = EXIT_OK;
+  char err[256];
 
+  for (i = 0; i < n; i++)
+    total += cfgs[i].workers ? cfgs[i].workers : 1;
   raise_nofile(cfgs, n);
   running = calloc(n ? n : 1, sizeof(*running));
-  if (!running) {
+  all = calloc(total ? total : 1, sizeof(*all));
+  if (!running || !all) {
     fprintf(stderr, "quicmux: out of memory\n");
     return EXIT_RUNTIME;
   }
@@ -226,8 +256,16 @@ int app_run(struct ev_loop *loop, tunnel_cfg *cfgs, size_t n,
       rc = EXIT_RUNTIME;
       break;
     }
+    for (k = 0; k < workers_count(running[i]); k++)
+      all[nall++] = workers_tunnel(running[i], k);
     nrunning++;
   }
+  for (i = 0; rc == EXIT_OK && i < nrunning; i++)
+    if (workers_start(running[i], err, sizeof(err)) != 0) {
+      app_logm(QM_LOG_ERROR, "quicmux", "%s", err);
+      fprintf(stderr, "quicmux: %s\n", err);
+      rc = EXIT_RUNTIME;
+    }
   if (rc == EXIT_OK && m && m->listen && start_metrics(loop, m) != 0)
     rc = EXIT_RUNTIME;
   if (rc == EXIT_OK) {
@@ -251,9 +289,11 @@ int app_run(struct ev_loop *loop, tunnel_cfg *cfgs, size_t n,
   metrics_server_free(metrics);
   metrics = NULL;
   for (i = nrunning; i-- > 0;)
-    tunnel_free(running[i]);
+    workers_free(running[i]);
   free(running);
+  free(all);
   running = NULL;
-  nrunning = 0;
+  all = NULL;
+  nrunning = nall = 0;
   return rc;
 }

@@ -36,6 +36,11 @@ struct tunnel {
   uint64_t next_conn; /* connection ids for logs */
   int draining;       /* stopping: new connections/streams are refused */
   udp_relay *udp;     /* --udp, or NULL */
+  /* workers: this tunnel is worker `worker` of `workers` (same config) */
+  unsigned worker, workers;
+  clockid_t cpu_clock; /* the worker thread's CPU clock */
+  int has_cpu_clock;
+  const char *steering; /* how datagrams reach their worker */
 };
 
 typedef struct conn_splice {
@@ -275,8 +280,8 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents) {
   }
 }
 
-static int tcp_listen(const struct sockaddr *addr, socklen_t len, char *err,
-                      size_t errlen) {
+static int tcp_listen(const struct sockaddr *addr, socklen_t len, int shared,
+                      char *err, size_t errlen) {
   int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
                   0),
       one = 1;
@@ -285,6 +290,10 @@ static int tcp_listen(const struct sockaddr *addr, socklen_t len, char *err,
     return -1;
   }
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  /* client workers: one listening socket per loop on the same port, the
+   * kernel spreads new connections over them */
+  if (shared)
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
   if (addr->sa_family == AF_INET6)
     setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
   if (bind(fd, addr, len) != 0 || listen(fd, 1024) != 0) {
@@ -316,7 +325,8 @@ int tunnel_client_new(tunnel **out, struct ev_loop *loop,
     tunnel_free(t);
     return rv;
   }
-  t->lfd = tcp_listen(listen_addr, listenlen, err, errlen);
+  /* dialers on several loops share their caps (and this port) */
+  t->lfd = tcp_listen(listen_addr, listenlen, s->caps != NULL, err, errlen);
   if (t->lfd < 0) {
     tunnel_free(t);
     return QM_EIO;
@@ -459,8 +469,6 @@ int tunnel_set_tag(tunnel *t, const char *tag) {
   return 0;
 }
 
-static void tunnel_describe_base(const tunnel *t, char *buf, size_t len);
-
 void tunnel_get_udp_stats(const tunnel *t, tunnel_udp_stats *st) {
   udp_relay_stats us;
   qm_flow_stats fs;
@@ -482,13 +490,25 @@ void tunnel_get_udp_stats(const tunnel *t, tunnel_udp_stats *st) {
   st->dropped_local = us.dropped_local;
 }
 
-/* ", UDP: ..." after the line of tunnel_describe. */
-static void describe_udp(const tunnel *t, char *buf, size_t len) {
-  tunnel_udp_stats u;
-  size_t n = strlen(buf);
-  if (!t->udp || n >= len)
+/* ", UDP: ..." after the line of tunnel_describe (n workers added up). */
+static void describe_udp(const tunnel *const *ts, size_t nt, char *buf,
+                         size_t len) {
+  tunnel_udp_stats u, one;
+  size_t n = strlen(buf), i;
+  if (!ts[0]->udp || n >= len)
     return;
-  tunnel_get_udp_stats(t, &u);
+  memset(&u, 0, sizeof(u));
+  for (i = 0; i < nt; i++) {
+    tunnel_get_udp_stats(ts[i], &one);
+    u.flows += one.flows;
+    u.flows_open += one.flows_open;
+    u.datagrams_up += one.datagrams_up;
+    u.datagrams_down += one.datagrams_down;
+    u.dropped_queue += one.dropped_queue;
+    u.dropped_incomplete += one.dropped_incomplete;
+    u.dropped_refused += one.dropped_refused;
+    u.dropped_local += one.dropped_local;
+  }
   snprintf(buf + n, len - n,
            "; UDP: %llu flows (%llu open), %llu datagrams up, %llu down, "
            "dropped: %llu queue full, %llu incomplete, %llu refused, %llu "
@@ -502,28 +522,68 @@ static void describe_udp(const tunnel *t, char *buf, size_t len) {
            (unsigned long long)u.dropped_local);
 }
 
-void tunnel_describe(const tunnel *t, char *buf, size_t len) {
-  tunnel_describe_base(t, buf, len);
-  describe_udp(t, buf, len);
+/* The sum of the stats of n tunnels (workers of one config). */
+static void sum_stats(const tunnel *const *ts, size_t n, tunnel_stats *sum,
+                      qm_dialer_stats *ds, qm_listener_stats *ls) {
+  size_t i;
+  memset(sum, 0, sizeof(*sum));
+  memset(ds, 0, sizeof(*ds));
+  memset(ls, 0, sizeof(*ls));
+  for (i = 0; i < n; i++) {
+    const tunnel *t = ts[i];
+    sum->accepted += t->stats.accepted;
+    sum->active += t->stats.active;
+    sum->failed += t->stats.failed;
+    sum->bytes_up += t->stats.bytes_up;
+    sum->bytes_down += t->stats.bytes_down;
+    if (t->dialer) {
+      qm_dialer_stats d;
+      qm_dialer_get_stats(t->dialer, &d);
+      ds->sessions += d.sessions;
+      ds->handshaking += d.handshaking;
+      ds->streams += d.streams;
+      ds->dropped_datagrams += d.dropped_datagrams;
+    } else {
+      qm_listener_stats l;
+      qm_listener_get_stats(t->listener, &l);
+      ls->sessions += l.sessions;
+      ls->accepted_sessions += l.accepted_sessions;
+      ls->dropped_datagrams += l.dropped_datagrams;
+      ls->bad_datagrams += l.bad_datagrams;
+      ls->unroutable += l.unroutable;
+      ls->bad_tokens += l.bad_tokens;
+      ls->retries_sent += l.retries_sent;
+      ls->refused_sessions += l.refused_sessions;
+      ls->resets_sent += l.resets_sent;
+      ls->handoffs_out += l.handoffs_out;
+      ls->handoffs_in += l.handoffs_in;
+    }
+  }
 }
 
-static void tunnel_describe_base(const tunnel *t, char *buf, size_t len) {
+void tunnel_describe(const tunnel *t, char *buf, size_t len) {
+  tunnel_describe_n(&t, 1, buf, len);
+}
+
+void tunnel_describe_n(const tunnel *const *ts, size_t n, char *buf,
+                       size_t len) {
+  const tunnel *t = ts[0];
+  tunnel_stats sum;
+  qm_dialer_stats ds;
+  qm_listener_stats ls;
+  sum_stats(ts, n, &sum, &ds, &ls);
   if (t->dialer) {
-    qm_dialer_stats ds;
-    qm_dialer_get_stats(t->dialer, &ds);
     snprintf(buf, len,
              "%s: %llu connections (%llu open, %llu failed), "
              "%zu sessions (%zu handshaking), %zu streams, "
              "%llu bytes up, %llu bytes down, %llu bad datagrams",
-             tag_of(t), (unsigned long long)t->stats.accepted,
-             (unsigned long long)t->stats.active,
-             (unsigned long long)t->stats.failed, ds.sessions, ds.handshaking,
-             ds.streams, (unsigned long long)t->stats.bytes_up,
-             (unsigned long long)t->stats.bytes_down,
+             tag_of(t), (unsigned long long)sum.accepted,
+             (unsigned long long)sum.active, (unsigned long long)sum.failed,
+             ds.sessions, ds.handshaking, ds.streams,
+             (unsigned long long)sum.bytes_up,
+             (unsigned long long)sum.bytes_down,
              (unsigned long long)ds.dropped_datagrams);
   } else {
-    qm_listener_stats ls;
-    qm_listener_get_stats(t->listener, &ls);
     snprintf(
         buf, len,
         "%s: %llu streams (%llu open, %llu failed), %zu sessions "
@@ -531,18 +591,17 @@ static void tunnel_describe_base(const tunnel *t, char *buf, size_t len) {
         "%llu bad datagrams (%llu undecryptable, %llu unroutable, "
         "%llu bad tokens), %llu retries sent, %llu sessions refused, "
         "%llu stateless resets sent",
-        tag_of(t), (unsigned long long)t->stats.accepted,
-        (unsigned long long)t->stats.active,
-        (unsigned long long)t->stats.failed, ls.sessions,
-        (unsigned long long)ls.accepted_sessions,
-        (unsigned long long)t->stats.bytes_down,
-        (unsigned long long)t->stats.bytes_up,
+        tag_of(t), (unsigned long long)sum.accepted,
+        (unsigned long long)sum.active, (unsigned long long)sum.failed,
+        ls.sessions, (unsigned long long)ls.accepted_sessions,
+        (unsigned long long)sum.bytes_down, (unsigned long long)sum.bytes_up,
         (unsigned long long)ls.dropped_datagrams,
         (unsigned long long)ls.bad_datagrams, (unsigned long long)ls.unroutable,
         (unsigned long long)ls.bad_tokens, (unsigned long long)ls.retries_sent,
         (unsigned long long)ls.refused_sessions,
         (unsigned long long)ls.resets_sent);
   }
+  describe_udp(ts, n, buf, len);
 }
 
 int tunnel_local_addr(const tunnel *t, struct sockaddr_storage *ss,
@@ -638,4 +697,65 @@ void tunnel_foreach_session(const tunnel *t,
 
 uint64_t tunnel_open_connections(const tunnel *t) {
   return t->stats.active;
+}
+
+qm_listener *tunnel_listener_mut(tunnel *t) {
+  return t->listener;
+}
+
+void tunnel_set_worker(tunnel *t, unsigned worker, unsigned workers,
+                       const clockid_t *cpu_clock, const char *steering) {
+  t->worker = worker;
+  t->workers = workers;
+  t->has_cpu_clock = cpu_clock != NULL;
+  if (cpu_clock)
+    t->cpu_clock = *cpu_clock;
+  t->steering = steering;
+}
+
+void tunnel_get_worker(const tunnel *t, tunnel_worker *w) {
+  struct timespec ts;
+  memset(w, 0, sizeof(*w));
+  w->worker = t->worker;
+  w->workers = t->workers ? t->workers : 1;
+  w->steering = t->steering;
+  if (t->has_cpu_clock && clock_gettime(t->cpu_clock, &ts) == 0)
+    w->cpu_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+  if (t->listener) {
+    qm_listener_stats ls;
+    qm_listener_get_stats(t->listener, &ls);
+    w->sessions = ls.sessions;
+    w->sessions_opened = ls.accepted_sessions;
+    w->datagrams_rx = ls.totals.datagrams_rx;
+    w->datagrams_tx = ls.totals.datagrams_tx;
+    w->handoffs_out = ls.handoffs_out;
+    w->handoffs_in = ls.handoffs_in;
+  } else {
+    qm_dialer_stats ds;
+    qm_dialer_get_stats(t->dialer, &ds);
+    w->sessions = ds.sessions;
+    w->sessions_opened = ds.totals.sessions_opened;
+    w->datagrams_rx = ds.totals.datagrams_rx;
+    w->datagrams_tx = ds.totals.datagrams_tx;
+  }
+  w->connections = t->stats.accepted;
+  w->connections_open = t->stats.active;
+}
+
+void tunnel_describe_worker(const tunnel *t, char *buf, size_t len) {
+  tunnel_worker w;
+  tunnel_get_worker(t, &w);
+  snprintf(
+      buf, len,
+      "%s: worker %u/%u: %zu sessions (%llu %s), %llu connections "
+      "(%llu open), datagrams %llu in / %llu out, %llu handed to "
+      "other workers, %llu taken from them, cpu %.3f s%s%s",
+      tag_of(t), w.worker, w.workers, w.sessions,
+      (unsigned long long)w.sessions_opened,
+      t->listener ? "accepted" : "opened", (unsigned long long)w.connections,
+      (unsigned long long)w.connections_open,
+      (unsigned long long)w.datagrams_rx, (unsigned long long)w.datagrams_tx,
+      (unsigned long long)w.handoffs_out, (unsigned long long)w.handoffs_in,
+      (double)w.cpu_ns / 1e9, w.steering ? ", steering " : "",
+      w.steering ? w.steering : "");
 }

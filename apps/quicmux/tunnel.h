@@ -10,6 +10,7 @@
 
 #include <netinet/in.h>
 #include <stdint.h>
+#include <time.h>
 
 #include <ev.h>
 
@@ -56,6 +57,9 @@ void tunnel_get_stats(const tunnel *t, tunnel_stats *st);
 int tunnel_set_tag(tunnel *t, const char *tag);
 /* One line describing the tunnel's state (sessions, streams, datagrams). */
 void tunnel_describe(const tunnel *t, char *buf, size_t len);
+/* The same line for n workers of one config, their counts added up. */
+void tunnel_describe_n(const tunnel *const *ts, size_t n, char *buf,
+                       size_t len);
 /* One line per server (client: its state, see qm_server_info), then one
  * per session (RTT, congestion window, streams, ...). */
 void tunnel_describe_sessions(const tunnel *t,
@@ -78,6 +82,28 @@ typedef struct tunnel_udp_stats {
 void tunnel_get_udp_stats(const tunnel *t, tunnel_udp_stats *st);
 /* TCP connections (client) or streams (server) still open. */
 uint64_t tunnel_open_connections(const tunnel *t);
+/* The listener of a server tunnel (NULL for a client), for its loop. */
+qm_listener *tunnel_listener_mut(tunnel *t);
+
+/* ---- workers (workers.c runs one tunnel per loop for one config) ---- */
+/* This tunnel is worker `worker` of `workers`; cpu_clock: its thread's CPU
+ * clock (NULL: none); steering: how datagrams reach their worker
+ * ("ebpf", "handoff", a static string, or NULL). */
+void tunnel_set_worker(tunnel *t, unsigned worker, unsigned workers,
+                       const clockid_t *cpu_clock, const char *steering);
+typedef struct tunnel_worker {
+  unsigned worker, workers;
+  const char *steering;
+  uint64_t cpu_ns; /* the worker thread's CPU time (0 when unknown) */
+  size_t sessions;
+  uint64_t sessions_opened;
+  uint64_t connections, connections_open;
+  uint64_t datagrams_rx, datagrams_tx;
+  uint64_t handoffs_out, handoffs_in;
+} tunnel_worker;
+void tunnel_get_worker(const tunnel *t, tunnel_worker *w);
+/* One line for one worker (SIGUSR1). */
+void tunnel_describe_worker(const tunnel *t, char *buf, size_t len);
 
 /* Resolve "host" + port to an address (IP literal or name). 0 or < 0. */
 int tunnel_resolve(const char *host, uint16_t port, int passive,

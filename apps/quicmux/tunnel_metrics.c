@@ -25,6 +25,7 @@ typedef struct snap {
   uint64_t states[ST__COUNT];
   qm_session_info *sess;
   size_t nsess;
+  tunnel_worker w;     /* which worker of its config this is */
   qm_server_info *srv; /* client: its servers */
   size_t nsrv;
 } snap;
@@ -72,6 +73,109 @@ static void take(snap *s, const tunnel *t) {
   s->role = s->server ? "server" : "client";
   s->sess = calloc(TUNNEL_METRICS_MAX_SESSIONS, sizeof(*s->sess));
   tunnel_foreach_session(t, take_session, s);
+  tunnel_get_worker(t, &s->w);
+}
+
+static prom_labels *base(prom_labels *l, const snap *s);
+
+/* Add worker snap b into a (the config's sum). */
+static void merge(snap *a, const snap *b) {
+  size_t k;
+  const uint64_t *bt = (const uint64_t *)&b->tot;
+  uint64_t *at = (uint64_t *)&a->tot;
+  a->ts.accepted += b->ts.accepted;
+  a->ts.active += b->ts.active;
+  a->ts.failed += b->ts.failed;
+  a->ts.bytes_up += b->ts.bytes_up;
+  a->ts.bytes_down += b->ts.bytes_down;
+  for (k = 0; k < sizeof(a->tot) / sizeof(uint64_t); k++) /* all uint64_t */
+    at[k] += bt[k];
+  a->streams += b->streams;
+  a->refused += b->refused;
+  a->unroutable += b->unroutable;
+  a->bad_tokens += b->bad_tokens;
+  a->retries += b->retries;
+  a->resets += b->resets;
+  for (k = 0; k < ST__COUNT; k++)
+    a->states[k] += b->states[k];
+  for (k = 0; k < b->nsess && a->sess && a->nsess < TUNNEL_METRICS_MAX_SESSIONS;
+       k++)
+    a->sess[a->nsess++] = b->sess[k];
+  /* client workers: each has its own server set, the same servers */
+  for (k = 0; k < b->nsrv && a->srv; k++) {
+    const qm_server_info *bs = &b->srv[k];
+    qm_server_info *as = NULL;
+    size_t j;
+    for (j = 0; j < a->nsrv && !as; j++)
+      if (!strcmp(a->srv[j].addr, bs->addr))
+        as = &a->srv[j];
+    if (!as) {
+      if (a->nsrv < TUNNEL_METRICS_MAX_SERVERS)
+        a->srv[a->nsrv++] = *bs;
+      continue;
+    }
+    /* down if any worker backs off from it */
+    as->backing_off = as->backing_off || bs->backing_off;
+    if (bs->backoff_left_ms > as->backoff_left_ms)
+      as->backoff_left_ms = bs->backoff_left_ms;
+    if (bs->failures > as->failures)
+      as->failures = bs->failures;
+    as->sessions += bs->sessions;
+    as->handshaking += bs->handshaking;
+    as->streams += bs->streams;
+    as->sessions_opened += bs->sessions_opened;
+    as->handshakes_ok += bs->handshakes_ok;
+    as->handshakes_failed += bs->handshakes_failed;
+  }
+}
+
+/* Per worker of the configs that have several (label worker). */
+static void per_worker(prom_buf *b, const snap *w, size_t n, const char *name,
+                       const char *type, const char *help, const char *label,
+                       const char *const *values, size_t nvalues,
+                       uint64_t (*what)(const snap *, size_t), int seconds) {
+  prom_labels l;
+  size_t i, k;
+  char idx[16];
+  prom_family(b, name, type, help);
+  for (i = 0; i < n; i++) {
+    if (w[i].w.workers < 2)
+      continue;
+    snprintf(idx, sizeof(idx), "%u", w[i].w.worker);
+    for (k = 0; k < (values ? nvalues : 1); k++) {
+      prom_label(base(&l, &w[i]), "worker", idx);
+      if (values)
+        prom_label(&l, label, values[k]);
+      if (seconds)
+        prom_sample_f(b, name, &l, (double)what(&w[i], k) / 1e9);
+      else
+        prom_sample(b, name, &l, what(&w[i], k));
+    }
+  }
+}
+
+static uint64_t w_sessions(const snap *s, size_t k) {
+  (void)k;
+  return s->w.sessions;
+}
+static uint64_t w_opened(const snap *s, size_t k) {
+  (void)k;
+  return s->w.sessions_opened;
+}
+static uint64_t w_conns(const snap *s, size_t k) {
+  (void)k;
+  return s->w.connections;
+}
+static uint64_t w_datagrams(const snap *s, size_t k) {
+  return k ? s->w.datagrams_tx : s->w.datagrams_rx;
+}
+static const char *const dirs_handoff[] = {"out", "in"};
+static uint64_t w_handoffs(const snap *s, size_t k) {
+  return k ? s->w.handoffs_in : s->w.handoffs_out;
+}
+static uint64_t w_cpu(const snap *s, size_t k) {
+  (void)k;
+  return s->w.cpu_ns;
 }
 
 static prom_labels *base(prom_labels *l, const snap *s) {
@@ -296,19 +400,39 @@ static void endpoint_counts(prom_buf *b, const metrics_counts *mc) {
 int tunnel_metrics_text(tunnel *const *t, size_t n, const metrics_counts *mc,
                         char **body, size_t *len) {
   static const char *const roles[] = {"client", "server"};
-  snap *v = calloc(n ? n : 1, sizeof(*v));
+  snap *v = calloc(n ? n : 1, sizeof(*v)), *w = calloc(n ? n : 1, sizeof(*w));
   const char *causes[QM_CLOSE__COUNT];
   prom_buf b;
   prom_labels l;
-  size_t i, k, per_role[2] = {0, 0};
+  size_t i, k, nw = n, per_role[2] = {0, 0};
   int rv = -1;
 
-  if (!v)
+  if (!v || !w) {
+    free(v);
+    free(w);
     return -1;
+  }
   prom_init(&b);
-  for (i = 0; i < n; i++) {
-    take(&v[i], t[i]);
-    per_role[v[i].server]++;
+  /* w: one snap per worker; v: one per config, its workers added up */
+  for (i = 0, n = 0; i < nw; i++) {
+    take(&w[i], t[i]);
+    if (w[i].w.worker == 0 || n == 0) {
+      v[n] = w[i];
+      v[n].sess = calloc(TUNNEL_METRICS_MAX_SESSIONS, sizeof(*v[n].sess));
+      v[n].nsess = 0;
+      v[n].srv = w[i].srv
+                     ? calloc(TUNNEL_METRICS_MAX_SERVERS, sizeof(*v[n].srv))
+                     : NULL;
+      v[n].nsrv = 0;
+      memset(&v[n].ts, 0, sizeof(v[n].ts));
+      memset(&v[n].tot, 0, sizeof(v[n].tot));
+      v[n].streams = v[n].refused = v[n].unroutable = v[n].bad_tokens = 0;
+      v[n].retries = v[n].resets = 0;
+      memset(v[n].states, 0, sizeof(v[n].states));
+      per_role[v[n].server]++;
+      n++;
+    }
+    merge(&v[n - 1], &w[i]);
   }
   for (k = 0; k < QM_CLOSE__COUNT; k++)
     causes[k] = qm_close_cause_name((int)k);
@@ -410,6 +534,25 @@ int tunnel_metrics_text(tunnel *const *t, size_t n, const metrics_counts *mc,
               "bytes sent and not yet acknowledged on a session", 0, s_flight);
   per_session(&b, v, n, "quicmux_session_streams", "streams open on a session",
               0, s_streams);
+
+  per_worker(&b, w, nw, "quicmux_worker_sessions", "gauge",
+             "QUIC sessions now on each worker (--workers)", NULL, NULL, 0,
+             w_sessions, 0);
+  per_worker(&b, w, nw, "quicmux_worker_sessions_opened_total", "counter",
+             "QUIC sessions started or accepted by each worker", NULL, NULL, 0,
+             w_opened, 0);
+  per_worker(&b, w, nw, "quicmux_worker_connections_total", "counter",
+             "connections (client) or streams (server) each worker carried",
+             NULL, NULL, 0, w_conns, 0);
+  per_worker(&b, w, nw, "quicmux_worker_udp_datagrams_total", "counter",
+             "UDP datagrams of each worker", "direction", dirs_rxtx, 2,
+             w_datagrams, 0);
+  per_worker(&b, w, nw, "quicmux_worker_handoffs_total", "counter",
+             "server: datagrams of another worker's session handed to it "
+             "(out), and taken from other workers (in)",
+             "direction", dirs_handoff, 2, w_handoffs, 0);
+  per_worker(&b, w, nw, "quicmux_worker_cpu_seconds_total", "counter",
+             "CPU time of each worker thread", NULL, NULL, 0, w_cpu, 1);
   per_server(&b, v, n, "quicmux_server_up", "gauge",
              "client: 1 if new connections may go to this server, 0 while "
              "it backs off after failed handshakes",
@@ -444,6 +587,11 @@ int tunnel_metrics_text(tunnel *const *t, size_t n, const metrics_counts *mc,
     free(v[i].sess);
     free(v[i].srv);
   }
+  for (i = 0; i < nw; i++) {
+    free(w[i].sess);
+    free(w[i].srv);
+  }
   free(v);
+  free(w);
   return rv;
 }

@@ -5,6 +5,16 @@
  * from that loop's thread; nothing here takes a lock. Functions return 0 (or a
  * non-negative count) on success and a negative QM_E* code on failure;
  * qm_strerror() names the code.
+ *
+ * Threads: the library is single-threaded per object, not per process. To
+ * use several cores, run one loop per thread and give each its own dialer or
+ * listener (never share one object between loops). Listeners of one address
+ * on several loops are "workers" (qm_settings worker_id/worker_count): each
+ * binds its own SO_REUSEPORT socket, the connection ids it issues name it,
+ * and a datagram that reaches the wrong worker is handed to its owner
+ * (qm_listener_set_handoff, qm_listener_inject) or steered there by the
+ * kernel (qm_listener_steer). Dialers on several loops may share their caps
+ * (qm_caps). examples/c/echo_workers.c runs N loops.
  */
 #ifndef QUICMUX_H
 #define QUICMUX_H
@@ -172,7 +182,24 @@ typedef struct qm_settings {
    * aes-128-gcm or chacha20-poly1305 every packet is encrypted anyway and
    * this does nothing. 0 = off (default). */
   int hide_initial;
+  /* server workers: this listener is worker worker_id (0 ..
+   * worker_count - 1) of worker_count listeners of the same address, one per
+   * loop. The connection ids it issues carry worker_id, so a datagram for
+   * another worker's session can be recognised (qm_cid_worker) and handed
+   * on. worker_count 0 or 1: one listener, ids fully random (default). Give
+   * every worker the same static_secret, so that Retry tokens and stateless
+   * resets are valid on all of them. At most QM_MAX_WORKERS. */
+  uint32_t worker_id;
+  uint32_t worker_count;
+  /* client: caps shared by several dialers (one per loop): max_sessions and
+   * max_streams then count the sessions and streams of every dialer that
+   * has the same caps object (max_sessions_per_dest stays per dialer).
+   * NULL: the dialer's own counts (default). Not copied: it must outlive
+   * the dialers. */
+  struct qm_caps *caps;
 } qm_settings;
+
+#define QM_MAX_WORKERS 64
 
 enum { QM_RETRY_AUTO = 0, QM_RETRY_ALWAYS = 1, QM_RETRY_NEVER = 2 };
 
@@ -392,6 +419,10 @@ typedef struct qm_listener_stats {
   uint64_t refused_sessions; /* over the session cap */
   qm_totals totals;          /* SONAME 1 on */
   uint64_t resets_sent;      /* stateless resets for unknown sessions */
+  /* workers (qm_settings worker_count > 1) */
+  uint64_t handoffs_out; /* datagrams of another worker's session, handed
+                            to the handoff callback */
+  uint64_t handoffs_in;  /* datagrams injected with qm_listener_inject */
 } qm_listener_stats;
 void qm_listener_get_stats(const qm_listener *l, qm_listener_stats *st);
 void qm_listener_foreach_session(const qm_listener *l,
@@ -498,6 +529,54 @@ void qm_flow_get_stats(const qm_flow *f, qm_flow_stats *st);
 
 /* The largest datagram a flow carries. */
 #define QM_FLOW_MAX_DATAGRAM 65507
+
+/* ---- workers: one listener per loop, sessions spread over them ------ */
+
+/* The worker a connection id names, among count workers (as issued by a
+ * listener with that worker_count), or -1 when the id cannot be one of
+ * ours (wrong length, or count <= 1). */
+int qm_cid_worker(const uint8_t *cid, size_t len, uint32_t count);
+
+/* A datagram arrived for a session of worker `worker` (another loop): pass
+ * the QUIC datagram (already unwrapped; the pointer is valid only during the
+ * call, copy it), the local address it was sent to and its source address
+ * to that worker's loop, which feeds them to its listener with
+ * qm_listener_inject. Called on this listener's loop. Without a handoff
+ * callback such datagrams are dropped (counted as unroutable), and no
+ * stateless reset is sent for them. */
+typedef void (*qm_handoff_fn)(qm_listener *l, uint32_t worker,
+                              const struct sockaddr *local, socklen_t locallen,
+                              const struct sockaddr *from, socklen_t fromlen,
+                              const uint8_t *pkt, size_t len, void *ud);
+void qm_listener_set_handoff(qm_listener *l, qm_handoff_fn fn, void *ud);
+
+/* Feed a QUIC datagram (unwrapped) that another worker received for this
+ * listener's sessions. It is never handed off again; replies leave from
+ * this listener's own socket (the same address, SO_REUSEPORT). Call on this
+ * listener's loop. 0, or QM_EINVAL for an empty datagram. */
+int qm_listener_inject(qm_listener *l, const struct sockaddr *local,
+                       socklen_t locallen, const struct sockaddr *from,
+                       socklen_t fromlen, const uint8_t *pkt, size_t len);
+
+/* Ask the kernel to deliver short-header packets straight to the worker
+ * their connection id names: an eBPF SO_ATTACH_REUSEPORT_EBPF program over
+ * the sockets of ls[0..n-1], where ls[i] is worker i of n (same address and
+ * port range, one program per port; call before their loops run, from one
+ * thread). Needs CAP_BPF or root and no libbpf. Long-header packets and
+ * anything it cannot read keep the kernel's 4-tuple hash. Only possible
+ * without encryption (security none): the id is inside the sealed datagram
+ * otherwise, and the handoff does the work. 0 when attached; QM_EINVAL when
+ * the settings wrap with a key (nothing for the kernel to read); QM_EIO when
+ * the kernel refuses (not root, no BPF) — the handoff still works. */
+int qm_listener_steer(qm_listener *const *ls, size_t n);
+
+/* ---- shared caps (client dialers on several loops) ------------------- */
+
+typedef struct qm_caps qm_caps;
+/* Counters (atomic) behind qm_settings.caps; free after every dialer that
+ * uses them. */
+int qm_caps_new(qm_caps **out);
+void qm_caps_free(qm_caps *c);
 
 /* ---- transport registry --------------------------------------------- */
 
