@@ -98,6 +98,14 @@ static void merge(snap *a, const snap *b) {
   a->resets += b->resets;
   for (k = 0; k < ST__COUNT; k++)
     a->states[k] += b->states[k];
+  a->us.flows += b->us.flows;
+  a->us.flows_open += b->us.flows_open;
+  a->us.datagrams_up += b->us.datagrams_up;
+  a->us.datagrams_down += b->us.datagrams_down;
+  a->us.dropped_queue += b->us.dropped_queue;
+  a->us.dropped_incomplete += b->us.dropped_incomplete;
+  a->us.dropped_refused += b->us.dropped_refused;
+  a->us.dropped_local += b->us.dropped_local;
   for (k = 0; k < b->nsess && a->sess && a->nsess < TUNNEL_METRICS_MAX_SESSIONS;
        k++)
     a->sess[a->nsess++] = b->sess[k];
@@ -429,6 +437,7 @@ int tunnel_metrics_text(tunnel *const *t, size_t n, const metrics_counts *mc,
       v[n].streams = v[n].refused = v[n].unroutable = v[n].bad_tokens = 0;
       v[n].retries = v[n].resets = 0;
       memset(v[n].states, 0, sizeof(v[n].states));
+      memset(&v[n].us, 0, sizeof(v[n].us));
       per_role[v[n].server]++;
       n++;
     }
