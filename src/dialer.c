@@ -29,6 +29,7 @@
 #include "resolve.h"
 #include "servers.h"
 #include "session.h"
+#include "ticket.h"
 #include "tls.h"
 
 #define QM_CLEANUP_INTERVAL 60.0
@@ -37,7 +38,9 @@ struct qm_dialer {
   struct ev_loop *loop;
   qm_io io;
   qm_settings settings;
-  char *key_copy, *sni_copy, *ca_copy, *alpn_copy, *qlog_copy;
+  char *key_copy, *sni_copy, *ca_copy, *alpn_copy, *qlog_copy, *ticket_copy;
+  qm_ticket_store *tickets; /* zero_rtt: each server's last ticket */
+  qm_early_totals early;    /* of sessions already freed */
   qm_tls_ctx *tls;
   qm_pool *pool;
   qm_resolver *resolver;
@@ -80,6 +83,7 @@ typedef struct sess_ref {
   struct sockaddr_storage addr; /* the server */
   uint64_t started;             /* ns, for the back-off */
   int failure_noted;
+  char ticket_key[INET6_ADDRSTRLEN + 8 + 256]; /* "server name/key" */
 } sess_ref;
 
 static uint64_t now_ns(const qm_dialer *d) {
@@ -105,6 +109,7 @@ static void op_destroy(void *p, void *ud) {
   qm_session_close(r->s);
   d->dropped_dead += qm_session_dropped(r->s);
   qm_session_add_totals(r->s, &d->totals, 1);
+  qm_session_add_early(r->s, &d->early);
   qm_session_free(r->s);
   free(r);
 }
@@ -202,6 +207,13 @@ static int new_session(qm_dialer *d, const struct sockaddr_storage *addr,
   owner.on_requeue = sess_on_requeue;
   owner.on_ready = sess_on_ready;
   owner.flows = &d->flows;
+  if (d->tickets) {
+    /* A ticket belongs to the server's address and TLS name. */
+    snprintf(r->ticket_key, sizeof(r->ticket_key), "%s/%s",
+             qm_tls_ctx_server_name(d->tls), key);
+    owner.tickets = d->tickets;
+    owner.ticket_key = r->ticket_key;
+  }
   owner.ud = r;
   rv = qm_session_client_new(&r->s, &d->io, d->tls, &d->settings,
                              (const struct sockaddr *)addr, addrlen, &owner,
@@ -448,6 +460,7 @@ static void sess_on_dead(qm_session *s, void *ud) {
     }
     d->dropped_dead += qm_session_dropped(r->s);
     qm_session_add_totals(r->s, &d->totals, 1);
+    qm_session_add_early(r->s, &d->early);
     qm_session_free(r->s);
     free(r);
   }
@@ -661,6 +674,7 @@ int qm_dialer_new(qm_dialer **out, struct ev_loop *loop, const qm_settings *s) {
   d->settings.ca_file = d->ca_copy = dup_or_null(s->ca_file);
   d->settings.alpn = d->alpn_copy = dup_or_null(s->alpn);
   d->settings.qlog_dir = d->qlog_copy = dup_or_null(s->qlog_dir);
+  d->settings.zero_rtt_file = d->ticket_copy = dup_or_null(s->zero_rtt_file);
   if (s->cc && qm_cc_parse(s->cc) != 0) {
     QM_ERROR("dialer", "cc '%s': want bbr, cubic or reno", s->cc);
     rv = QM_EINVAL;
@@ -681,6 +695,9 @@ int qm_dialer_new(qm_dialer **out, struct ev_loop *loop, const qm_settings *s) {
     goto fail;
   }
   if ((rv = qm_pool_new(&d->pool, &pool_ops, d)) != 0)
+    goto fail;
+  if (s->zero_rtt &&
+      (rv = qm_ticket_store_new(&d->tickets, s->zero_rtt_file)) != 0)
     goto fail;
   if ((rv = qm_resolver_new(&d->resolver, loop)) != 0)
     goto fail;
@@ -725,6 +742,7 @@ void qm_dialer_free(qm_dialer *d) {
   set_clear(d);
   qm_servers_clear(&d->servers);
   qm_tls_ctx_free(d->tls);
+  qm_ticket_store_free(d->tickets);
   if (d->io.loop)
     qm_io_clear(&d->io);
   if (d->key_copy)
@@ -734,6 +752,7 @@ void qm_dialer_free(qm_dialer *d) {
   free(d->ca_copy);
   free(d->alpn_copy);
   free(d->qlog_copy);
+  free(d->ticket_copy);
   free(d);
 }
 
@@ -840,12 +859,14 @@ static void count_one(void *p, void *arg) {
   st->streams += qm_session_stream_count(r->s);
   st->dropped_datagrams += qm_session_dropped(r->s);
   qm_session_add_totals(r->s, &st->totals, 0);
+  qm_session_add_early(r->s, &st->early);
 }
 
 void qm_dialer_get_stats(const qm_dialer *d, qm_dialer_stats *st) {
   memset(st, 0, sizeof(*st));
   st->dropped_datagrams = d->dropped_dead;
   st->totals = d->totals;
+  st->early = d->early;
   qm_pool_foreach(d->pool, count_one, st);
 }
 

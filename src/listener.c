@@ -55,6 +55,7 @@ struct qm_listener {
   uint64_t unroutable;
   uint64_t retries_sent, bad_tokens, refused;
   qm_totals gone; /* counts of the sessions already freed */
+  qm_early_totals early_gone;
   /* secrets derived from settings.static_secret (or random): Retry tokens
    * and stateless-reset tokens stay valid across restarts */
   uint8_t retry_secret[32];
@@ -165,6 +166,7 @@ static void sess_on_dead(qm_session *s, void *ud) {
   remove_all_cids(l, s);
   node_unlink(l, n);
   qm_session_add_totals(s, &l->gone, 1);
+  qm_session_add_early(s, &l->early_gone);
   qm_session_free(s);
   free(n);
 }
@@ -646,9 +648,11 @@ void qm_listener_get_stats(const qm_listener *l, qm_listener_stats *st) {
   memset(st, 0, sizeof(*st));
   st->sessions = l->nsessions;
   st->totals = l->gone;
+  st->early = l->early_gone;
   for (n = l->sessions; n; n = n->next) {
     st->streams += qm_session_stream_count(n->s);
     qm_session_add_totals(n->s, &st->totals, 0);
+    qm_session_add_early(n->s, &st->early);
   }
   for (i = 0; i < l->neps; i++) {
     qm_endpoint_add_totals(&l->eps[i], &st->totals);

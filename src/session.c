@@ -9,6 +9,7 @@
 
 #include "qlog.h"
 #include "session_int.h"
+#include "ticket.h"
 
 uint64_t qm_session_id(const qm_session *s) {
   return s->id;
@@ -33,6 +34,15 @@ uint64_t qm_session_dropped(const qm_session *s) {
 }
 int qm_session_wants_retry(const qm_session *s) {
   return s->want_retry;
+}
+
+void qm_session_add_early(const qm_session *s, qm_early_totals *t) {
+  t->tickets += s->early.tickets;
+  t->resumed += s->early.resumed;
+  t->attempts += s->early.attempts;
+  t->accepted += s->early.accepted;
+  t->rejected += s->early.rejected;
+  t->bytes += s->early.bytes;
 }
 
 void qm_session_add_totals(const qm_session *s, qm_totals *t, int gone) {
@@ -354,6 +364,36 @@ static void client_ep_refused(qm_endpoint *ep, void *ud) {
   }
 }
 
+/* 0-RTT, client: resume with the server's last ticket and take its 0-RTT
+ * transport parameters, so streams can open and send before the handshake
+ * (qm_session_attach). GnuTLS then sends early data if the ticket allows
+ * it; if the server refuses it, handshake_completed_cb starts the streams
+ * over. A ticket GnuTLS or ngtcp2 will not take is forgotten. */
+static void client_resume(qm_session *x) {
+  const uint8_t *ticket, *tp;
+  size_t tlen, tplen;
+  gnutls_handshake_set_hook_function(x->tls_sess, GNUTLS_HANDSHAKE_ANY,
+                                     GNUTLS_HOOK_POST, qm_sess_ticket_hook);
+  if (!qm_ticket_get(x->owner.tickets, x->owner.ticket_key, &ticket, &tlen, &tp,
+                     &tplen))
+    return;
+  if (gnutls_session_set_data(x->tls_sess, ticket, tlen) != 0) {
+    QM_INFO("session", "session %llu: stored ticket unusable, forgotten",
+            (unsigned long long)x->id);
+    qm_ticket_forget(x->owner.tickets, x->owner.ticket_key);
+    return;
+  }
+  if (ngtcp2_conn_decode_and_set_0rtt_transport_params(x->conn, tp, tplen) !=
+      0) {
+    QM_INFO("session",
+            "session %llu: stored 0-RTT transport parameters unusable",
+            (unsigned long long)x->id);
+    return;
+  }
+  x->early_offered = 1;
+  x->early.attempts = 1;
+}
+
 int qm_session_client_new(qm_session **out, qm_io *io, qm_tls_ctx *tls,
                           const qm_settings *s, const struct sockaddr *peer,
                           socklen_t peerlen, const qm_session_owner *owner,
@@ -399,8 +439,11 @@ int qm_session_client_new(qm_session **out, qm_io *io, qm_tls_ctx *tls,
     return QM_ETLS;
   }
   ngtcp2_conn_set_tls_native_handle(x->conn, x->tls_sess);
-  QM_DEBUG("session", "session %llu: client, new UDP socket",
-           (unsigned long long)x->id);
+  if (owner->tickets)
+    client_resume(x);
+  QM_DEBUG("session", "session %llu: client, new UDP socket%s",
+           (unsigned long long)x->id,
+           x->early_offered ? ", 0-RTT offered" : "");
   qm_sess_schedule(x); /* first flight goes out before the loop blocks */
   *out = x;
   return 0;

@@ -45,6 +45,10 @@ typedef struct qm_session_owner {
    * endpoint of the path ngtcp2 chose for it. NULL: always s->ep. */
   qm_endpoint *(*endpoint_for)(qm_session *s, const struct sockaddr *local,
                                socklen_t len, void *ud);
+  /* Client with 0-RTT: the store of tickets and this server's key in it
+   * (both outlive the session). NULL: no resumption, no early data. */
+  struct qm_ticket_store *tickets;
+  const char *ticket_key;
   void *ud;
 } qm_session_owner;
 
@@ -105,6 +109,8 @@ int qm_session_wants_retry(const qm_session *s);
 void qm_session_add_totals(const qm_session *s, qm_totals *t, int gone);
 
 void qm_session_get_info(const qm_session *s, qm_session_info *in);
+/* Add the session's resumption and 0-RTT counts to t. */
+void qm_session_add_early(const qm_session *s, qm_early_totals *t);
 
 /* For stream.c: something changed on st (bytes or FIN to send, an event). */
 void qm_session_stream_wants_write(qm_session *s, qm_stream *st);

@@ -5,6 +5,7 @@
 #include <ngtcp2/ngtcp2_crypto_gnutls.h>
 
 #include "session_int.h"
+#include "ticket.h"
 
 /* ---- ngtcp2 callbacks ---- */
 
@@ -53,18 +54,76 @@ static int recv_stateless_reset_cb(ngtcp2_conn *conn,
   return 0;
 }
 
+/* Resumption and early data as TLS settled them. A client that opened
+ * streams in 0-RTT must tell ngtcp2 when the server did not take the early
+ * data (GnuTLS reports it only now); ngtcp2 then forgets those streams and
+ * tls_early_data_rejected_cb starts them over. */
 static int handshake_completed_cb(ngtcp2_conn *conn, void *ud) {
   qm_session *s = ud;
-  (void)conn;
+  int early =
+      (gnutls_session_get_flags(s->tls_sess) & GNUTLS_SFLAGS_EARLY_DATA) != 0;
   if (s->state == QM_SESS_HANDSHAKING)
     s->state = QM_SESS_ESTABLISHED;
-  QM_DEBUG("session", "session %llu: handshake done",
-           (unsigned long long)s->id);
-  if (!s->server && s->owner.on_ready)
+  if (gnutls_session_is_resumed(s->tls_sess))
+    s->early.resumed++;
+  if (early && (s->server || s->early_offered))
+    s->early.accepted++;
+  QM_DEBUG("session", "session %llu: handshake done%s%s",
+           (unsigned long long)s->id,
+           gnutls_session_is_resumed(s->tls_sess) ? ", resumed" : "",
+           early              ? ", early data accepted"
+           : s->early_offered ? ", early data refused"
+                              : "");
+  if (s->server) {
+    if (qm_tls_ctx_zero_rtt(s->tls) && qm_tls_send_ticket(s->tls_sess) == 0)
+      s->early.tickets++;
+    qm_sess_dgram_handshake(s);
+    return 0;
+  }
+  if (s->early_offered && !gnutls_session_is_resumed(s->tls_sess)) {
+    /* The server no longer takes the ticket (new ticket key, 0-RTT off,
+     * not quicmux): stop offering it; a new one replaces it if it comes. */
+    qm_ticket_forget(s->owner.tickets, s->owner.ticket_key);
+  }
+  if (s->early_offered && !early) {
+    s->early.rejected++;
+    if (ngtcp2_conn_tls_early_data_rejected(conn) != 0)
+      return NGTCP2_ERR_CALLBACK_FAILURE;
+  }
+  if (s->owner.on_ready)
     s->owner.on_ready(s, s->owner.ud);
-  if (!s->server)
-    qm_sess_open_pending(s);
+  qm_sess_open_pending(s);
   qm_sess_dgram_handshake(s);
+  return 0;
+}
+
+static int tls_early_data_rejected_cb(ngtcp2_conn *conn, void *ud) {
+  (void)conn;
+  qm_sess_early_rejected(ud);
+  return 0;
+}
+
+int qm_sess_ticket_hook(gnutls_session_t tls, unsigned htype, unsigned when,
+                        unsigned incoming, const gnutls_datum_t *msg) {
+  ngtcp2_crypto_conn_ref *ref = gnutls_session_get_ptr(tls);
+  qm_session *s = ref->user_data;
+  uint8_t tp[256];
+  ngtcp2_ssize n;
+  gnutls_datum_t d;
+  (void)when;
+  (void)msg;
+  if (htype != GNUTLS_HANDSHAKE_NEW_SESSION_TICKET || !incoming ||
+      !s->owner.tickets)
+    return 0;
+  s->early.tickets++;
+  n = ngtcp2_conn_encode_0rtt_transport_params(s->conn, tp, sizeof(tp));
+  if (n <= 0 || gnutls_session_get_data2(tls, &d) < 0)
+    return 0;
+  qm_ticket_put(s->owner.tickets, s->owner.ticket_key, d.data, d.size, tp,
+                (size_t)n);
+  gnutls_free(d.data);
+  QM_DEBUG("session", "session %llu: session ticket kept",
+           (unsigned long long)s->id);
   return 0;
 }
 
@@ -121,6 +180,8 @@ static int recv_stream_data_cb(ngtcp2_conn *conn, uint32_t flags,
     return 0;
   }
   st->r_total += datalen;
+  if (s->server && !ngtcp2_conn_get_handshake_completed(conn))
+    s->early.bytes += datalen; /* before the handshake: 0-RTT */
   n = 0;
   if (st->closed || st->ghost) {
     n = datalen; /* the application is gone: discard */
@@ -273,4 +334,5 @@ void qm_sess_callbacks(ngtcp2_callbacks *cb, int server) {
   cb->stream_reset = stream_reset_cb;
   cb->stream_stop_sending = stream_stop_sending_cb;
   cb->extend_max_stream_data = extend_max_stream_data_cb;
+  cb->tls_early_data_rejected = tls_early_data_rejected_cb;
 }

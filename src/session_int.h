@@ -105,6 +105,10 @@ struct qm_session {
   qm_reasm *reasm[16]; /* datagrams arriving in pieces */
   size_t reasm_bytes;
   uint64_t dgram_malformed, dgram_dropped;
+  /* 0-RTT: early_offered (client): a ticket and the server's 0-RTT
+   * transport parameters were set, so streams open before the handshake */
+  int early_offered;
+  qm_early_totals early;
 };
 
 /* Streams and flows: a session that carries either is in use. */
@@ -148,6 +152,9 @@ void qm_sess_open_pending(qm_session *s);
 void qm_sess_task_run(qm_task *t);
 void qm_sess_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
 void qm_sess_unlink_stream(qm_session *s, qm_stream *st);
+/* Client: the server refused the early data; streams opened in 0-RTT start
+ * over and wait for the handshake. */
+void qm_sess_early_rejected(qm_session *s);
 void qm_sess_wq_push(qm_session *s, qm_stream *st);
 void qm_sess_wq_remove(qm_session *s, qm_stream *st);
 void qm_sess_write(qm_session *s);
@@ -156,6 +163,9 @@ void qm_sess_write(qm_session *s);
 void qm_sess_callbacks(ngtcp2_callbacks *cb, int server);
 /* The TLS glue's way from a GnuTLS session to its ngtcp2 connection. */
 ngtcp2_conn *qm_sess_get_conn(ngtcp2_crypto_conn_ref *ref);
+/* Client with 0-RTT: keep each session ticket the server sends. */
+int qm_sess_ticket_hook(gnutls_session_t tls, unsigned htype, unsigned when,
+                        unsigned incoming, const gnutls_datum_t *msg);
 
 /* session_health.c: timers that follow the stream count, dead-path checks,
  * and the probe timeouts in a row (ngtcp2 1.x does not report them). */

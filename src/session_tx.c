@@ -307,6 +307,8 @@ void qm_sess_write(qm_session *s) {
     nwrite = ngtcp2_conn_writev_stream(s->conn, &s->ps.path, &pi, slot, maxlen,
                                        &ndatalen, flags, sid, vec, nvec, ts);
     if (st && ndatalen >= 0) {
+      if (s->early_offered && !ngtcp2_conn_get_handshake_completed(s->conn))
+        s->early.bytes += (uint64_t)ndatalen; /* in 0-RTT packets */
       st->announce = 0;
       qm_stream_mark_sent(st, (size_t)ndatalen);
       if ((flags & NGTCP2_WRITE_STREAM_FLAG_FIN) && (size_t)ndatalen == total)
@@ -548,9 +550,71 @@ void qm_sess_open_pending(qm_session *s) {
   qm_sess_schedule(s);
 }
 
+/* Streams opened in 0-RTT that the server did not read: ngtcp2 forgot them
+ * (ngtcp2_conn_tls_early_data_rejected frees its stream state and starts
+ * the stream ids over), so they go back, in their order, to the head of
+ * the streams waiting for an id, with every byte unsent; the handshake
+ * callback opens them again. Nothing was acknowledged: the server could
+ * not decrypt them. A stream the application reset meanwhile just ends. */
+void qm_sess_early_rejected(qm_session *s) {
+  qm_stream *st, *back[64], **v = back;
+  size_t n = 0, i, cap = QM_ARRAY_LEN(back);
+
+  for (st = s->streams; st; st = st->next)
+    if (st->id >= 0 && !st->ghost)
+      n++;
+  if (n > cap && !(v = malloc(n * sizeof(*v)))) {
+    v = back; /* out of memory: those beyond the first 64 fail */
+  } else if (n > cap) {
+    cap = n;
+  }
+  n = 0;
+  for (st = s->streams; st; st = st->next) {
+    if (st->id < 0 || st->ghost)
+      continue;
+    qm_sess_wq_remove(s, st);
+    if (st->close_err || st->closed || n == cap || st->s_acked) {
+      st->wire_closed = 1;
+      if (!st->close_err)
+        st->close_err = QM_ECLOSED;
+      qm_session_stream_event(s, st, QM_SEV_CLOSE);
+      continue;
+    }
+    v[n++] = st;
+  }
+  /* The list is newest first: sort by old stream id, then rewind. */
+  for (i = 1; i < n; i++) {
+    qm_stream *x = v[i];
+    size_t j = i;
+    for (; j > 0 && v[j - 1]->id > x->id; j--)
+      v[j] = v[j - 1];
+    v[j] = x;
+  }
+  for (i = n; i-- > 0;) {
+    st = v[i];
+    qm_stream_rewind(st);
+    s->streams_opened--;
+    st->wnext = s->pending_head;
+    s->pending_head = st;
+    if (!s->pending_tail)
+      s->pending_tail = st;
+    s->npending++;
+  }
+  if (v != back)
+    free(v);
+  QM_INFO("session",
+          "session %llu: the server refused the early data; %zu streams "
+          "go again after the handshake",
+          (unsigned long long)s->id, n);
+}
+
 void qm_session_attach(qm_session *s, qm_stream *st) {
   qm_sess_link_stream(s, st);
-  if (s->state == QM_SESS_ESTABLISHED &&
+  /* 0-RTT: with the server's remembered limits, streams open (and send)
+   * before the handshake is done. */
+  if ((s->state == QM_SESS_ESTABLISHED ||
+       (s->state == QM_SESS_HANDSHAKING && s->early_offered &&
+        !ngtcp2_conn_get_tls_early_data_rejected(s->conn))) &&
       ngtcp2_conn_get_streams_bidi_left(s->conn) > 0 && try_open(s, st) == 0) {
     qm_sess_schedule(s);
     return;

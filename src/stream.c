@@ -186,6 +186,15 @@ void qm_stream_acked(qm_stream *s, uint64_t off, uint64_t len) {
   }
 }
 
+void qm_stream_rewind(qm_stream *s) {
+  s->s_sent = s->s_acked;
+  s->scur = s->shead;
+  s->id = -1;
+  s->opened = 0;
+  s->fin_sent = 0;
+  s->burst = 0;
+}
+
 qm_stream *qm_stream_split_for_retry(qm_stream *s) {
   qm_stream *g = qm_stream_new(s->s_limit);
   qm_chunk *c, *head = NULL, *tail = NULL;

@@ -92,6 +92,10 @@ void qm_stream_mark_sent(qm_stream *s, size_t n);
 void qm_stream_acked(qm_stream *s, uint64_t off, uint64_t len);
 int qm_stream_has_unsent(const qm_stream *s);
 
+/* Early data refused (the server could not read it): ngtcp2 forgot the
+ * stream, so it starts over, not open, every byte unsent. */
+void qm_stream_rewind(qm_stream *s);
+
 /* Retry on another session: returns a "ghost" that keeps the bytes ngtcp2
  * may still point at (it stays on the old session until ngtcp2 closes it);
  * s gets a private copy of every byte and goes back to "not open". Only for

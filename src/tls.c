@@ -11,6 +11,7 @@
 
 #include "hide.h"
 #include "internal.h"
+#include "replay.h"
 #include "tls.h"
 
 /* TLS 1.3 only is mandatory for QUIC with quic-go (SPEC §13 item 3). */
@@ -22,6 +23,12 @@
 
 #define QM_MAX_ALPN 8
 
+/* 0-RTT on the server: GnuTLS records each ClientHello with early data for
+ * this long and refuses early data from tickets issued before its record
+ * last started over (RFC 8446 §8.2), so a ticket gives 0-RTT for one to
+ * two windows after it was issued (clients get a new one per session). */
+#define QM_ANTI_REPLAY_WINDOW_MS 300000
+
 struct qm_tls_ctx {
   int server;
   int verify;
@@ -32,6 +39,11 @@ struct qm_tls_ctx {
   gnutls_datum_t alpn[QM_MAX_ALPN];
   unsigned nalpn;
   gnutls_certificate_credentials_t cred;
+  /* server with zero_rtt: session tickets and early data */
+  int zero_rtt;
+  gnutls_datum_t ticket_key;
+  gnutls_anti_replay_t anti_replay;
+  qm_replay *replay;
 };
 
 static int parse_alpn(qm_tls_ctx *c, const char *list, char *err,
@@ -113,6 +125,45 @@ static int is_ip_literal(const char *s) {
   return inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1;
 }
 
+/* The session ticket key: GnuTLS wants 64 bytes (name, cipher key, MAC
+ * key), and rotates the keys it encrypts with from it by time. Derived from
+ * the static secret, so tickets survive a restart; random without one. */
+static int ticket_key(qm_tls_ctx *c, const qm_settings *s) {
+  static const char l1[] = "quicmux session ticket key 1";
+  static const char l2[] = "quicmux session ticket key 2";
+  if (!s->static_secret || s->static_secret_len < 16)
+    return gnutls_session_ticket_key_generate(&c->ticket_key);
+  c->ticket_key.data = gnutls_malloc(64);
+  if (!c->ticket_key.data)
+    return GNUTLS_E_MEMORY_ERROR;
+  c->ticket_key.size = 64;
+  if (gnutls_hmac_fast(GNUTLS_MAC_SHA256, s->static_secret,
+                       s->static_secret_len, l1, sizeof(l1) - 1,
+                       c->ticket_key.data) != 0 ||
+      gnutls_hmac_fast(GNUTLS_MAC_SHA256, s->static_secret,
+                       s->static_secret_len, l2, sizeof(l2) - 1,
+                       c->ticket_key.data + 32) != 0)
+    return GNUTLS_E_INTERNAL_ERROR;
+  return 0;
+}
+
+static int zero_rtt_setup(qm_tls_ctx *c, const qm_settings *s, char *err,
+                          size_t errlen) {
+  int rv;
+  c->zero_rtt = 1;
+  if ((rv = ticket_key(c, s)) < 0 ||
+      (rv = gnutls_anti_replay_init(&c->anti_replay)) < 0) {
+    snprintf(err, errlen, "0-RTT setup: %s", gnutls_strerror(rv));
+    return QM_ETLS;
+  }
+  if (qm_replay_new(&c->replay) != 0)
+    return QM_ENOMEM;
+  gnutls_anti_replay_set_window(c->anti_replay, QM_ANTI_REPLAY_WINDOW_MS);
+  gnutls_anti_replay_set_add_function(c->anti_replay, qm_replay_add);
+  gnutls_anti_replay_set_ptr(c->anti_replay, c->replay);
+  return 0;
+}
+
 int qm_tls_ctx_new(qm_tls_ctx **out, int server, const qm_settings *s,
                    char *err, size_t errlen) {
   qm_tls_ctx *c = calloc(1, sizeof(*c));
@@ -157,6 +208,8 @@ int qm_tls_ctx_new(qm_tls_ctx **out, int server, const qm_settings *s,
     } else if ((rv = make_self_signed(c, c->server_name, err, errlen)) != 0) {
       goto fail;
     }
+    if (s->zero_rtt && (rv = zero_rtt_setup(c, s, err, errlen)) != 0)
+      goto fail;
   } else {
     c->verify = !s->insecure;
     c->hide = s->hide_initial && s->security == QM_SEC_NONE;
@@ -187,6 +240,13 @@ void qm_tls_ctx_free(qm_tls_ctx *c) {
     return;
   if (c->cred)
     gnutls_certificate_free_credentials(c->cred);
+  if (c->anti_replay)
+    gnutls_anti_replay_deinit(c->anti_replay);
+  qm_replay_free(c->replay);
+  if (c->ticket_key.data) {
+    qm_wipe(c->ticket_key.data, c->ticket_key.size);
+    gnutls_free(c->ticket_key.data);
+  }
   free(c->alpn_store);
   free(c->server_name);
   free(c);
@@ -203,6 +263,10 @@ int qm_tls_session_new(qm_tls_ctx *c, gnutls_session_t *out,
                    GNUTLS_ENABLE_EARLY_DATA | GNUTLS_NO_END_OF_EARLY_DATA;
   int rv;
 
+  /* With 0-RTT the server sends its ticket itself once the handshake is
+   * done (qm_tls_send_ticket), at the 1-RTT level. */
+  if (c->server && c->zero_rtt)
+    flags |= GNUTLS_NO_AUTO_SEND_TICKET;
   if (gnutls_init(&s, flags) < 0)
     return QM_ENOMEM;
   rv = c->server ? ngtcp2_crypto_gnutls_configure_server_session(s)
@@ -213,6 +277,16 @@ int qm_tls_session_new(qm_tls_ctx *c, gnutls_session_t *out,
                                 c->server ? GNUTLS_ALPN_SERVER_PRECEDENCE : 0) <
           0)
     goto fail;
+  if (c->server && c->zero_rtt) {
+    /* Early data needs the anti-replay record: without it GnuTLS refuses
+     * early data. QUIC wants max_early_data_size 0xffffffff (RFC 9001
+     * §4.6.1). */
+    if (gnutls_session_ticket_enable_server(s, &c->ticket_key) < 0)
+      goto fail;
+    gnutls_anti_replay_enable(s, c->anti_replay);
+    if (gnutls_record_set_max_early_data_size(s, 0xffffffffu) < 0)
+      goto fail;
+  }
   if (!c->server) {
     /* An IP literal as serverName sends no SNI, as Go does (SPEC §6). */
     if (!c->sni_is_ip &&
@@ -232,4 +306,12 @@ int qm_tls_session_new(qm_tls_ctx *c, gnutls_session_t *out,
 fail:
   gnutls_deinit(s);
   return QM_ETLS;
+}
+
+int qm_tls_ctx_zero_rtt(const qm_tls_ctx *c) {
+  return c->zero_rtt;
+}
+
+int qm_tls_send_ticket(gnutls_session_t s) {
+  return gnutls_session_ticket_send(s, 1, 0) < 0 ? QM_ETLS : 0;
 }

@@ -20,6 +20,10 @@ void qm_tls_ctx_free(qm_tls_ctx *c);
 /* A configured session whose ptr is ref (ngtcp2_crypto_conn_ref). */
 int qm_tls_session_new(qm_tls_ctx *c, gnutls_session_t *out,
                        ngtcp2_crypto_conn_ref *ref);
+/* Server: 0-RTT is on (tickets are issued, early data accepted). */
+int qm_tls_ctx_zero_rtt(const qm_tls_ctx *c);
+/* Server with 0-RTT: send one session ticket (after the handshake). */
+int qm_tls_send_ticket(gnutls_session_t s);
 /* The name the client verifies / sends as SNI. */
 const char *qm_tls_ctx_server_name(const qm_tls_ctx *c);
 

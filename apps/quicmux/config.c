@@ -741,13 +741,15 @@ static int parse_tunnel(cfgctx *x, json_t *t, size_t idx, tunnel_cfg *c) {
       continue;
     o = opt_by_json_key(k);
     if (!o)
-      return fail(x, p,
-                  "unknown key (allowed here: role, tag, listen, server, "
-                  "target, streamSettings, maxStreams, idleTimeout, "
-                  "handshakeTimeout, keepAlive, sessionIdle, maxSessions, "
-                  "maxSessionsPerServer, maxConnections, retry, congestion, "
-                  "drain, workers, qlogDir, qlogMaxFiles, hideInitial, udp, "
-                  "udpIdle, udpMaxFlows, udpFlowsPerSession, udpQueue)");
+      return fail(
+          x, p,
+          "unknown key (allowed here: role, tag, listen, server, "
+          "target, streamSettings, maxStreams, idleTimeout, "
+          "handshakeTimeout, keepAlive, sessionIdle, maxSessions, "
+          "maxSessionsPerServer, maxConnections, retry, congestion, "
+          "drain, workers, qlogDir, qlogMaxFiles, hideInitial, udp, "
+          "udpIdle, udpMaxFlows, udpFlowsPerSession, udpQueue, zeroRtt, "
+          "zeroRttFile)");
     if (json_is_null(v))
       continue;
     if (!(o->modes & r))

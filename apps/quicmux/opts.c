@@ -160,6 +160,18 @@ const opt_def opt_table[] = {
    "KIB", "UDP datagrams waiting to be sent, per QUIC session, in KiB: more "
    "are dropped (and counted); a larger queue loses less in bursts and "
    "delays more on a slow path (default 1024)"},
+  {OPT_ZERO_RTT, "0rtt", "0rtt", "0rtt", "zeroRtt", T_SWITCH, 0, 0,
+   CS | MODE_PLUGIN, NULL,
+   "0-RTT, one round trip less for a new session (give it on both ends): "
+   "client: keep each server's session ticket and send a new session's "
+   "first bytes with the handshake; server: issue tickets and accept early "
+   "data. Early data can be replayed by an attacker on the path: only for "
+   "idempotent traffic (default off)"},
+  {OPT_ZERO_RTT_FILE, "0rtt-file", "0rttFile", "0rttFile", "zeroRttFile",
+   T_STR, 0, 0, MODE_CLIENT | MODE_PLUGIN, "FILE",
+   "client with --0rtt: also keep the session tickets in FILE (mode 0600), "
+   "so a restarted client starts with 0-RTT; a bad file is ignored "
+   "(default: memory only)"},
   {OPT_CONFIG, "config", NULL, NULL, NULL, T_STR, 0, 0, MODE_CONFIG, "FILE",
    "run the tunnels of a JSON config file (also -c FILE)"},
   {OPT_CHECK, "check", NULL, NULL, NULL, T_SWITCH, 0, 0,
@@ -527,6 +539,16 @@ int tunnel_cfg_set(tunnel_cfg *c, const opt_def *o, const char *where,
   case OPT_UDP_QUEUE:
     c->fs.queue_bytes = 1024 * (size_t)n;
     break;
+  case OPT_ZERO_RTT:
+    c->s.zero_rtt = 1;
+    break;
+  case OPT_ZERO_RTT_FILE:
+    if (!*v) {
+      snprintf(err, errlen, "%s: empty file name", where);
+      return -1;
+    }
+    c->s.zero_rtt_file = v;
+    break;
   default:
     snprintf(err, errlen, "%s: not a tunnel option", where);
     return -1;
@@ -786,6 +808,12 @@ int tunnel_cfg_check(tunnel_cfg *c, char *err, size_t errlen) {
   }
   if (c->s.qlog_dir && check_qlog_dir(c, err, errlen) != 0)
     return -1;
+  if (c->s.zero_rtt_file && !c->s.zero_rtt) {
+    snprintf(err, errlen, "%s without %s: the file keeps 0-RTT tickets",
+             tunnel_cfg_name(c, OPT_ZERO_RTT_FILE, nb, sizeof(nb)),
+             tunnel_cfg_name(c, OPT_ZERO_RTT, nb2, sizeof(nb2)));
+    return -1;
+  }
   return 0;
 }
 

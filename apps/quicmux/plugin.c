@@ -29,7 +29,7 @@ typedef struct pval {
 typedef struct plugin_opts {
   int server, check;
   pval mode, host, cert, cert_raw, key, loglevel, fwmark, log_file;
-  pval metrics, metrics_public, hide_initial;
+  pval metrics, metrics_public, hide_initial, zero_rtt, zero_rtt_file;
   pval local_addr, local_port, remote_addr, remote_port;
   pval ports; /* server: P1-P2 */
 } plugin_opts;
@@ -102,6 +102,12 @@ static int apply(plugin_opts *po, const opt_def *o, const char *value,
     break;
   case OPT_HIDE_INITIAL:
     p = &po->hide_initial;
+    break;
+  case OPT_ZERO_RTT:
+    p = &po->zero_rtt;
+    break;
+  case OPT_ZERO_RTT_FILE:
+    p = &po->zero_rtt_file;
     break;
   case OPT_P_LOCALADDR:
     p = &po->local_addr;
@@ -225,11 +231,12 @@ static int parse_env(plugin_opts *po, sip003_opts *so_out) {
   for (i = 0; i < so.n; i++) {
     const opt_def *o = opt_by_pkey(so.v[i].key);
     if (!o || (o->modes & MODE_PLUGIN) == 0) {
-      perr("SS_PLUGIN_OPTIONS: unknown key '%s' (known: server, mode, host, "
-           "tls, cert, certRaw, key, loglevel, fwmark, metrics, "
-           "metricsPublic, hideInitial, path, mux, fastOpen, __android_vpn, "
-           "localAddr, localPort, remoteAddr, remotePort, ports)",
-           so.v[i].key);
+      perr(
+          "SS_PLUGIN_OPTIONS: unknown key '%s' (known: server, mode, host, "
+          "tls, cert, certRaw, key, loglevel, fwmark, metrics, "
+          "metricsPublic, hideInitial, 0rtt, 0rttFile, path, mux, fastOpen, "
+          "__android_vpn, localAddr, localPort, remoteAddr, remotePort, ports)",
+          so.v[i].key);
       return -1;
     }
   }
@@ -515,6 +522,25 @@ static int build(plugin_opts *po, tunnel_cfg **out, size_t *nout) {
     c->s.insecure = 0;
     c->s.fwmark = (int)mark;
     c->s.hide_initial = hide && !po->server; /* a client's option */
+    if (po->zero_rtt.v && strcmp(po->zero_rtt.v, "0") &&
+        strcasecmp(po->zero_rtt.v, "false")) {
+      c->s.zero_rtt = 1;
+      c->where[OPT_ZERO_RTT - OPT__FIRST] =
+          tunnel_cfg_strdup(c, po->zero_rtt.where);
+    }
+    if (po->zero_rtt_file.v) {
+      if (po->server || !*po->zero_rtt_file.v) {
+        perr("%s: %s", po->zero_rtt_file.where,
+             po->server ? "client only" : "empty file name");
+        free(addrs);
+        *out = cfgs;
+        *nout = n;
+        return -1;
+      }
+      c->s.zero_rtt_file = tunnel_cfg_strdup(c, po->zero_rtt_file.v);
+      c->where[OPT_ZERO_RTT_FILE - OPT__FIRST] =
+          tunnel_cfg_strdup(c, po->zero_rtt_file.where);
+    }
     if (po->server) {
       c->s.cert_file = tunnel_cfg_strdup(c, cert);
       c->s.key_file = tunnel_cfg_strdup(c, key);

@@ -523,6 +523,36 @@ static void describe_udp(const tunnel *const *ts, size_t nt, char *buf,
 }
 
 /* The sum of the stats of n tunnels (workers of one config). */
+/* ", 0-RTT: ..." when resumption or 0-RTT happened at all. */
+static void early_text(const qm_early_totals *e, int server, char *buf,
+                       size_t len) {
+  buf[0] = '\0';
+  if (!e->tickets && !e->resumed && !e->attempts && !e->accepted)
+    return;
+  if (server)
+    snprintf(buf, len,
+             ", 0-RTT: %llu tickets sent, %llu sessions resumed, %llu with "
+             "early data, %llu early bytes",
+             (unsigned long long)e->tickets, (unsigned long long)e->resumed,
+             (unsigned long long)e->accepted, (unsigned long long)e->bytes);
+  else
+    snprintf(buf, len,
+             ", 0-RTT: %llu tickets, %llu sessions resumed, early data "
+             "offered %llu, accepted %llu, refused %llu, %llu early bytes",
+             (unsigned long long)e->tickets, (unsigned long long)e->resumed,
+             (unsigned long long)e->attempts, (unsigned long long)e->accepted,
+             (unsigned long long)e->rejected, (unsigned long long)e->bytes);
+}
+
+static void add_early(qm_early_totals *sum, const qm_early_totals *e) {
+  sum->tickets += e->tickets;
+  sum->resumed += e->resumed;
+  sum->attempts += e->attempts;
+  sum->accepted += e->accepted;
+  sum->rejected += e->rejected;
+  sum->bytes += e->bytes;
+}
+
 static void sum_stats(const tunnel *const *ts, size_t n, tunnel_stats *sum,
                       qm_dialer_stats *ds, qm_listener_stats *ls) {
   size_t i;
@@ -543,6 +573,7 @@ static void sum_stats(const tunnel *const *ts, size_t n, tunnel_stats *sum,
       ds->handshaking += d.handshaking;
       ds->streams += d.streams;
       ds->dropped_datagrams += d.dropped_datagrams;
+      add_early(&ds->early, &d.early);
     } else {
       qm_listener_stats l;
       qm_listener_get_stats(t->listener, &l);
@@ -557,6 +588,7 @@ static void sum_stats(const tunnel *const *ts, size_t n, tunnel_stats *sum,
       ls->resets_sent += l.resets_sent;
       ls->handoffs_out += l.handoffs_out;
       ls->handoffs_in += l.handoffs_in;
+      add_early(&ls->early, &l.early);
     }
   }
 }
@@ -571,26 +603,29 @@ void tunnel_describe_n(const tunnel *const *ts, size_t n, char *buf,
   tunnel_stats sum;
   qm_dialer_stats ds;
   qm_listener_stats ls;
+  char early[256];
   sum_stats(ts, n, &sum, &ds, &ls);
   if (t->dialer) {
+    early_text(&ds.early, 0, early, sizeof(early));
     snprintf(buf, len,
              "%s: %llu connections (%llu open, %llu failed), "
              "%zu sessions (%zu handshaking), %zu streams, "
-             "%llu bytes up, %llu bytes down, %llu bad datagrams",
+             "%llu bytes up, %llu bytes down, %llu bad datagrams%s",
              tag_of(t), (unsigned long long)sum.accepted,
              (unsigned long long)sum.active, (unsigned long long)sum.failed,
              ds.sessions, ds.handshaking, ds.streams,
              (unsigned long long)sum.bytes_up,
              (unsigned long long)sum.bytes_down,
-             (unsigned long long)ds.dropped_datagrams);
+             (unsigned long long)ds.dropped_datagrams, early);
   } else {
+    early_text(&ls.early, 1, early, sizeof(early));
     snprintf(
         buf, len,
         "%s: %llu streams (%llu open, %llu failed), %zu sessions "
         "(%llu accepted), %llu bytes up, %llu bytes down, "
         "%llu bad datagrams (%llu undecryptable, %llu unroutable, "
         "%llu bad tokens), %llu retries sent, %llu sessions refused, "
-        "%llu stateless resets sent",
+        "%llu stateless resets sent%s",
         tag_of(t), (unsigned long long)sum.accepted,
         (unsigned long long)sum.active, (unsigned long long)sum.failed,
         ls.sessions, (unsigned long long)ls.accepted_sessions,
@@ -599,7 +634,7 @@ void tunnel_describe_n(const tunnel *const *ts, size_t n, char *buf,
         (unsigned long long)ls.bad_datagrams, (unsigned long long)ls.unroutable,
         (unsigned long long)ls.bad_tokens, (unsigned long long)ls.retries_sent,
         (unsigned long long)ls.refused_sessions,
-        (unsigned long long)ls.resets_sent);
+        (unsigned long long)ls.resets_sent, early);
   }
   describe_udp(ts, n, buf, len);
 }

@@ -20,6 +20,7 @@ typedef struct snap {
   tunnel_stats ts;
   tunnel_udp_stats us;
   qm_totals tot;
+  qm_early_totals early;
   size_t streams;
   uint64_t refused, unroutable, bad_tokens, retries, resets;
   uint64_t states[ST__COUNT];
@@ -56,6 +57,7 @@ static void take(snap *s, const tunnel *t) {
     qm_listener_get_stats(tunnel_listener(t), &ls);
     s->server = 1;
     s->tot = ls.totals;
+    s->early = ls.early;
     s->streams = ls.streams;
     s->refused = ls.refused_sessions;
     s->unroutable = ls.unroutable;
@@ -66,6 +68,7 @@ static void take(snap *s, const tunnel *t) {
     qm_dialer_stats ds;
     qm_dialer_get_stats(tunnel_dialer(t), &ds);
     s->tot = ds.totals;
+    s->early = ds.early;
     s->streams = ds.streams;
     s->srv = calloc(TUNNEL_METRICS_MAX_SERVERS, sizeof(*s->srv));
     qm_dialer_foreach_server(tunnel_dialer(t), take_server, s);
@@ -90,6 +93,12 @@ static void merge(snap *a, const snap *b) {
   a->ts.bytes_down += b->ts.bytes_down;
   for (k = 0; k < sizeof(a->tot) / sizeof(uint64_t); k++) /* all uint64_t */
     at[k] += bt[k];
+  a->early.tickets += b->early.tickets;
+  a->early.resumed += b->early.resumed;
+  a->early.attempts += b->early.attempts;
+  a->early.accepted += b->early.accepted;
+  a->early.rejected += b->early.rejected;
+  a->early.bytes += b->early.bytes;
   a->streams += b->streams;
   a->refused += b->refused;
   a->unroutable += b->unroutable;
@@ -207,6 +216,24 @@ static void per_tunnel(prom_buf *b, const snap *v, size_t n, const char *name,
       prom_sample(b, name, base(&l, &v[i]), what(&v[i]));
 }
 
+static uint64_t v_tickets(const snap *s) {
+  return s->early.tickets;
+}
+static uint64_t v_resumed(const snap *s) {
+  return s->early.resumed;
+}
+static uint64_t v_early_offered(const snap *s) {
+  return s->early.attempts;
+}
+static uint64_t v_early_accepted(const snap *s) {
+  return s->early.accepted;
+}
+static uint64_t v_early_rejected(const snap *s) {
+  return s->early.rejected;
+}
+static uint64_t v_early_bytes(const snap *s) {
+  return s->early.bytes;
+}
 static uint64_t v_accepted(const snap *s) {
   return s->ts.accepted;
 }
@@ -514,6 +541,25 @@ int tunnel_metrics_text(tunnel *const *t, size_t n, const metrics_counts *mc,
              "stateless resets sent for packets of unknown sessions (a "
              "restart, or a session that ended)",
              v_resets, 1);
+  per_tunnel(&b, v, n, "quicmux_session_tickets_total", "counter",
+             "TLS session tickets received (client) or sent (server), "
+             "with --0rtt",
+             v_tickets, 0);
+  per_tunnel(&b, v, n, "quicmux_sessions_resumed_total", "counter",
+             "sessions resumed with a session ticket", v_resumed, 0);
+  per_tunnel(&b, v, n, "quicmux_early_data_offered_total", "counter",
+             "client: new sessions that opened streams in 0-RTT",
+             v_early_offered, 0);
+  per_tunnel(&b, v, n, "quicmux_early_data_accepted_total", "counter",
+             "sessions whose 0-RTT data the server accepted", v_early_accepted,
+             0);
+  per_tunnel(&b, v, n, "quicmux_early_data_rejected_total", "counter",
+             "client: sessions whose 0-RTT data the server refused (the "
+             "streams were sent again after the handshake)",
+             v_early_rejected, 0);
+  per_tunnel(&b, v, n, "quicmux_early_data_bytes_total", "counter",
+             "stream bytes in 0-RTT packets: client sent, server received",
+             v_early_bytes, 0);
 
   per_tunnel(&b, v, n, "quicmux_udp_flows_total", "counter",
              "UDP flows (--udp) opened: local peers (client) or flows "

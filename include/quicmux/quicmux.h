@@ -197,6 +197,29 @@ typedef struct qm_settings {
    * NULL: the dialer's own counts (default). Not copied: it must outlive
    * the dialers. */
   struct qm_caps *caps;
+  /* 0-RTT (early data), off by default on both ends. Early data can be
+   * replayed by an attacker on the path (the anti-replay window below
+   * catches copies that reach the same server process, not all others),
+   * so turn it on only for traffic where a repeated first flight does no
+   * harm (idempotent requests).
+   * Client: remember each server's TLS session ticket and its 0-RTT
+   * transport parameters (per server address and name), and on a new
+   * session open the first streams and send their first bytes in 0-RTT,
+   * one round trip sooner. If the server refuses the early data, the
+   * streams are sent again after the handshake: nothing is lost.
+   * Server: issue session tickets (their key is derived from
+   * static_secret when set, so tickets survive a restart; random
+   * otherwise) and accept early data, with GnuTLS's anti-replay window
+   * (each ClientHello is accepted once; tickets issued before the server
+   * started, or before the window last moved on, are resumed without
+   * early data). Without zero_rtt a server issues no ticket and refuses
+   * early data. */
+  int zero_rtt;
+  /* client, with zero_rtt: also keep the tickets in this file (written
+   * mode 0600 on each new ticket, read when the dialer is made; a bad or
+   * missing file is ignored with a log line). NULL = in memory only.
+   * Copied by qm_dialer_new. */
+  const char *zero_rtt_file;
 } qm_settings;
 
 #define QM_MAX_WORKERS 64
@@ -347,6 +370,20 @@ typedef struct qm_totals {
   uint64_t bad_malformed; /* unwrapped, but no QUIC packet in it */
 } qm_totals;
 
+/* Session resumption and 0-RTT (settings zero_rtt), counters that only
+ * grow, sessions already gone included. */
+typedef struct qm_early_totals {
+  uint64_t tickets;  /* client: session tickets received; server: sent */
+  uint64_t resumed;  /* sessions resumed with a ticket (abbreviated
+                        TLS handshake) */
+  uint64_t attempts; /* client: sessions that offered early data */
+  uint64_t accepted; /* sessions whose early data the server took */
+  uint64_t rejected; /* client: early data refused; its streams were sent
+                        again after the handshake */
+  uint64_t bytes;    /* stream bytes in 0-RTT packets: client: sent (first
+                        transmissions), server: received */
+} qm_early_totals;
+
 typedef struct qm_dialer_stats {
   size_t sessions;        /* sessions in the pool (any state) */
   size_t sessions_active; /* of those, not closed */
@@ -355,6 +392,7 @@ typedef struct qm_dialer_stats {
   size_t udp_sockets;
   uint64_t dropped_datagrams; /* failed to unwrap */
   qm_totals totals;           /* SONAME 1 on */
+  qm_early_totals early;
 } qm_dialer_stats;
 void qm_dialer_get_stats(const qm_dialer *d, qm_dialer_stats *st);
 
@@ -423,6 +461,7 @@ typedef struct qm_listener_stats {
   uint64_t handoffs_out; /* datagrams of another worker's session, handed
                             to the handoff callback */
   uint64_t handoffs_in;  /* datagrams injected with qm_listener_inject */
+  qm_early_totals early;
 } qm_listener_stats;
 void qm_listener_get_stats(const qm_listener *l, qm_listener_stats *st);
 void qm_listener_foreach_session(const qm_listener *l,

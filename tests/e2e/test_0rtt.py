@@ -1,0 +1,253 @@
+#!/usr/bin/env python3
+"""0-RTT (--0rtt, --0rtt-file), on loopback.  Every case checks the data byte-exact and
+reads the counters of both ends from --metrics (quicmux_early_data_*, quicmux_session_*):
+
+- on both ends: after a first session brings a ticket, new sessions send their streams in
+  0-RTT and the server takes them (accepted sessions and early bytes counted on both ends);
+- off by default: a client without --0rtt keeps no ticket and offers nothing;
+- client on, server off: the server restarted without --0rtt (same state directory, same
+  port) refuses the early data; every connection still goes through, byte-exact, sent again
+  after the handshake; the stale ticket is dropped, so the next session offers nothing;
+- a restarted server with the same --state-dir: the ticket is still accepted (the session
+  resumes), its early data refused (GnuTLS's anti-replay record starts with the process);
+  the next session, with the restarted server's ticket, is 0-RTT again;
+- the ticket file: written mode 0600 (also over a file of mode 0644), read by a restarted
+  client, whose first session is then 0-RTT; a file of garbage is ignored with a log line
+  and rewritten;
+- against a v2ray server (quic-go, which sends no session ticket to quicmux): the client
+  offers a quicmux server's ticket to v2ray on the same port, gets a full handshake, and no
+  connection fails; no further ticket, no further offer.
+"""
+
+import os
+import stat
+import sys
+import time
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import qmtest as qm  # noqa: E402
+from relay import Relay  # noqa: E402
+
+NBYTES = 256 * 1024
+
+
+def scrape(port):
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5) as r:
+        text = r.read().decode()
+    out = {}
+    for ln in text.splitlines():
+        if not ln or ln.startswith("#"):
+            continue
+        name = ln.split("{", 1)[0].split(" ", 1)[0]
+        out[name] = out.get(name, 0) + float(ln.rsplit(" ", 1)[1])
+    return out
+
+
+def m(port, name):
+    return int(scrape(port).get(name, 0))
+
+
+class Ends:
+    """A server and a client of quicmux with metrics, and the echo target."""
+
+    def __init__(self, c, server_extra=(), client_extra=(), state=None, delay_ms=0):
+        """delay_ms: a relay adds this much each way, so the handshake takes a while and
+        the client surely has bytes to send in 0-RTT before it ends."""
+        self.c = c
+        self.e = c.echo_server()
+        self.state = state or os.path.join(c.dir, "state")
+        os.makedirs(self.state, exist_ok=True)
+        self.sport = None
+        self.saddr = None
+        self.start_server(server_extra)
+        self.dial = self.saddr
+        if delay_ms:
+            r = Relay("127.0.0.1", upstream=self.saddr, delay_ms=delay_ms)
+            c.on_close(r.close)
+            self.dial = r.addr
+        self.start_client(client_extra)
+
+    def start_server(self, extra, name="qm-server"):
+        self.smetrics = qm.free_tcp_port()
+        port = self.saddr[1] if self.saddr else None
+        self.sp, self.saddr = self.c.qm_server(
+            self.e.addr, port=port, name=name,
+            extra=["--state-dir", self.state, "--metrics", "127.0.0.1:%d" % self.smetrics] + list(extra))
+
+    def start_client(self, extra, name="qm-client"):
+        self.cmetrics = qm.free_tcp_port()
+        self.cp, self.caddr = self.c.qm_client(
+            self.dial, name=name,
+            extra=["--session-idle", "1", "--metrics", "127.0.0.1:%d" % self.cmetrics] + list(extra))
+
+    def stop_server(self):
+        self.sp.stop()
+        qm.wait_until(lambda: not qm.udp_port_bound(self.saddr[1]), 10, "the server's port to be free")
+
+    def round(self, seed, conns=3, nbytes=NBYTES):
+        """One transfer on a new session: wait until the client has no session left
+        (--session-idle 1 closes it), then conns connections, byte-exact."""
+        qm.wait_until(lambda: qm.count_udp_sockets(self.cp.pid) == 0, 15,
+                      "the client's sessions to close", proc=self.cp)
+        qm.check_transfer(self.caddr, conns=conns, nbytes=nbytes, seed=seed,
+                          timeout=30).raise_if_failed("transfer (seed %d)" % seed)
+
+    def cli(self, name):
+        return m(self.cmetrics, name)
+
+    def srv(self, name):
+        return m(self.smetrics, name)
+
+
+def wait_ticket(t, n=1):
+    qm.wait_until(lambda: t.cli("quicmux_session_tickets_total") >= n, 10,
+                  "the client to get %d session tickets" % n, proc=t.cp)
+
+
+def case_both_on(c):
+    t = Ends(c, ["--0rtt"], ["--0rtt"], delay_ms=20)
+    t.round(1)
+    wait_ticket(t)
+    qm.check(t.cli("quicmux_early_data_offered_total") == 0, "the first session offered early data")
+    for i in range(3):
+        t.round(10 + i)
+    offered = t.cli("quicmux_early_data_offered_total")
+    acc_c = t.cli("quicmux_early_data_accepted_total")
+    acc_s = t.srv("quicmux_early_data_accepted_total")
+    rej = t.cli("quicmux_early_data_rejected_total")
+    eb_c = t.cli("quicmux_early_data_bytes_total")
+    eb_s = t.srv("quicmux_early_data_bytes_total")
+    qm.check(offered == 3 and acc_c == 3 and rej == 0,
+             "client: early data offered %d, accepted %d, refused %d; expected 3, 3, 0" % (offered, acc_c, rej))
+    qm.check(acc_s == 3, "server: %d sessions with early data, expected 3" % acc_s)
+    qm.check(t.srv("quicmux_sessions_resumed_total") == 3, "server: resumed sessions != 3")
+    qm.check(eb_s > 0 and eb_c >= eb_s, "early bytes: client sent %d, server received %d" % (eb_c, eb_s))
+    return "3 sessions in 0-RTT, %d early bytes received by the server" % eb_s
+
+
+def case_off_by_default(c):
+    # The server offers tickets (--0rtt); a client without --0rtt neither keeps nor uses them.
+    t = Ends(c, ["--0rtt"], [])
+    t.round(1)
+    t.round(2)
+    qm.check(t.srv("quicmux_session_tickets_total") == 2, "the server did not send its tickets")
+    for n in ("quicmux_session_tickets_total", "quicmux_sessions_resumed_total",
+              "quicmux_early_data_offered_total"):
+        qm.check(t.cli(n) == 0, "client without --0rtt: %s = %d" % (n, t.cli(n)))
+    # and a server without --0rtt sends none
+    u = Ends(c, [], ["--0rtt"])
+    u.round(3)
+    u.round(4)
+    qm.check(u.srv("quicmux_session_tickets_total") == 0 and u.cli("quicmux_session_tickets_total") == 0,
+             "a server without --0rtt sent session tickets")
+    qm.check(u.cli("quicmux_early_data_offered_total") == 0, "early data offered without a ticket")
+
+
+def case_server_refuses(c):
+    t = Ends(c, ["--0rtt"], ["--0rtt"], delay_ms=20)
+    t.round(1)
+    wait_ticket(t)
+    t.stop_server()
+    t.start_server([], name="qm-server-no-0rtt")
+    # more than fits in the first flight: some bytes go in 0-RTT, the rest after
+    t.round(2, conns=4, nbytes=1024 * 1024)
+    offered = t.cli("quicmux_early_data_offered_total")
+    rej = t.cli("quicmux_early_data_rejected_total")
+    qm.check(offered == 1 and rej == 1, "client: early data offered %d, refused %d; expected 1, 1"
+             % (offered, rej))
+    qm.check(t.cli("quicmux_early_data_bytes_total") > 0, "no byte was sent in 0-RTT")
+    qm.check(t.srv("quicmux_early_data_bytes_total") == 0, "the server without --0rtt took early data")
+    qm.check("refused the early data" in t.cp.log(), "no log line about the refused early data")
+    # the server did not resume: the ticket is forgotten, the next session offers nothing
+    t.round(3)
+    qm.check(t.cli("quicmux_early_data_offered_total") == 1, "a stale ticket was offered again")
+
+
+def case_restarted_server(c):
+    t = Ends(c, ["--0rtt"], ["--0rtt"])
+    t.round(1)
+    wait_ticket(t)
+    t.stop_server()
+    t.start_server(["--0rtt"], name="qm-server-2")
+    t.round(2)
+    qm.check(t.srv("quicmux_sessions_resumed_total") == 1,
+             "the restarted server did not take the ticket of its first run")
+    qm.check(t.cli("quicmux_early_data_rejected_total") == 1,
+             "early data from before the restart was not refused")
+    wait_ticket(t, 2)
+    t.round(3)
+    qm.check(t.srv("quicmux_early_data_accepted_total") == 1,
+             "the restarted server's own ticket did not give 0-RTT")
+
+
+def case_ticket_file(c):
+    path = os.path.join(c.dir, "tickets")
+    with open(path, "w") as f:
+        f.write("")
+    os.chmod(path, 0o644)
+    t = Ends(c, ["--0rtt"], ["--0rtt", "--0rtt-file", path])
+    t.round(1)
+    wait_ticket(t)
+    qm.wait_until(lambda: os.path.getsize(path) > 0, 5, "the ticket file to be written")
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    qm.check(mode == 0o600, "ticket file mode %o, expected 600" % mode)
+    with open(path) as f:
+        first = f.readline()
+    qm.check(first.startswith("quicmux-0rtt 1"), "ticket file starts with %r" % first)
+    # a restarted client: its very first session is 0-RTT
+    t.cp.stop()
+    t.start_client(["--0rtt", "--0rtt-file", path], name="qm-client-2")
+    t.round(2)
+    qm.check(t.cli("quicmux_early_data_accepted_total") == 1,
+             "the restarted client's first session was not 0-RTT (accepted %d)"
+             % t.cli("quicmux_early_data_accepted_total"))
+    # garbage: ignored with a log line, the client works and rewrites the file
+    with open(path, "w") as f:
+        f.write("not a ticket file\n\x00\x01")
+    t.cp.stop()
+    t.start_client(["--0rtt", "--0rtt-file", path], name="qm-client-3")
+    qm.check("not a quicmux 0-RTT file" in t.cp.log(), "no log line about the bad file")
+    t.round(3)
+    qm.check(t.cli("quicmux_early_data_offered_total") == 0, "early data offered from a bad file")
+    wait_ticket(t)
+    qm.wait_until(lambda: open(path).readline().startswith("quicmux-0rtt 1"), 5, "the file to be rewritten")
+    qm.check(stat.S_IMODE(os.stat(path).st_mode) == 0o600, "rewritten file is not mode 0600")
+
+
+def case_v2ray_server(c):
+    # A ticket from a quicmux server, then v2ray on the same port: the client offers the
+    # ticket and early data, v2ray (quic-go) cannot use them; a full handshake follows.
+    t = Ends(c, ["--0rtt"], ["--0rtt"])
+    t.round(1)
+    wait_ticket(t)
+    t.stop_server()
+    sp, _ = c.v2ray_server(t.e.addr, port=t.saddr[1])
+    for i in range(3):
+        t.round(20 + i)
+    s = scrape(t.cmetrics)
+    v = lambda n: int(s.get(n, 0))  # noqa: E731
+    qm.check(v("quicmux_early_data_offered_total") == 1 and v("quicmux_early_data_rejected_total") == 1,
+             "against v2ray: early data offered %d, refused %d; expected 1, 1 (the quicmux ticket)"
+             % (v("quicmux_early_data_offered_total"), v("quicmux_early_data_rejected_total")))
+    qm.check(v("quicmux_early_data_accepted_total") == 0, "v2ray accepted early data?")
+    qm.check(v("quicmux_connections_failed_total") == 0, "a connection failed")
+    return "v2ray: %d tickets in all (1 from quicmux), %d sessions resumed" % (
+        v("quicmux_session_tickets_total"), v("quicmux_sessions_resumed_total"))
+
+
+def main():
+    r = qm.Runner("0-RTT")
+    r.run_parallel([
+        ("0rtt both ends", case_both_on, ()),
+        ("0rtt off by default", case_off_by_default, ()),
+        ("0rtt refused by a server without it", case_server_refuses, ()),
+        ("0rtt restarted server, same state dir", case_restarted_server, ()),
+        ("0rtt ticket file", case_ticket_file, ()),
+        ("0rtt against a v2ray server", case_v2ray_server, ()),
+    ], workers=2)
+    return r.finish()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
