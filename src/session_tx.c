@@ -405,10 +405,34 @@ int qm_sess_end_error(const qm_session *s, const qm_stream *st, int err) {
   return err;
 }
 
+/* 0-RTT: the handshake failed after streams were opened in early data.
+ * Those the server cannot have taken (nothing acknowledged, nothing heard
+ * back) go to the owner like the streams still waiting for an id, so the
+ * next address is tried. ngtcp2 is done with them: the session is dead. */
+static void requeue_early_streams(qm_session *s) {
+  qm_stream *st, *next;
+  if (!s->early_offered || !s->died_handshaking || !s->owner.on_requeue)
+    return;
+  for (st = s->streams; st; st = next) {
+    next = st->next;
+    if (st->id < 0 || st->ghost || st->closed || st->close_err || st->s_acked ||
+        st->r_total || st->fin_rcvd)
+      continue;
+    qm_sess_wq_remove(s, st);
+    qm_sess_ev_remove(s, st);
+    qm_sess_unlink_stream(s, st);
+    st->sess = NULL;
+    qm_stream_rewind(st);
+    s->streams_opened--;
+    s->owner.on_requeue(s, st, 1, s->owner.ud);
+  }
+}
+
 static void session_finish(qm_session *s) {
   qm_stream *st;
   int err = s->close_err ? s->close_err : QM_ECLOSED;
 
+  requeue_early_streams(s);
   /* Streams waiting for an id: if the handshake failed, the owner may try
    * the next address; otherwise they fail with the session. */
   while ((st = s->pending_head)) {

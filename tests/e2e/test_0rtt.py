@@ -14,11 +14,14 @@ reads the counters of both ends from --metrics (quicmux_early_data_*, quicmux_se
 - the ticket file: written mode 0600 (also over a file of mode 0644), read by a restarted
   client, whose first session is then 0-RTT; a file of garbage is ignored with a log line
   and rewritten;
+- the options: JSON keys zeroRtt / zeroRttFile (bad values refused, naming the key), a
+  ticket file needs 0-RTT; the SIP003 plugin options 0rtt and 0rttFile end to end;
 - against a v2ray server (quic-go, which sends no session ticket to quicmux): the client
   offers a quicmux server's ticket to v2ray on the same port, gets a full handshake, and no
   connection fails; no further ticket, no further offer.
 """
 
+import json
 import os
 import stat
 import sys
@@ -236,6 +239,60 @@ def case_v2ray_server(c):
         v("quicmux_session_tickets_total"), v("quicmux_sessions_resumed_total"))
 
 
+def case_options(c):
+    """The option in its three other places: JSON (good and bad), and the check that a
+    ticket file needs 0-RTT."""
+    q = qm.quicmux_bin()
+    qm.require_quicmux()
+    path = os.path.join(c.dir, "t")
+    rc, out, err, _ = qm.run_cmd([q, "client", "--listen", "127.0.0.1:%d" % qm.free_tcp_port(),
+                                  "--server", "127.0.0.1:443", "--0rtt-file", path, "--check"])
+    qm.check(rc == 2 and "--0rtt-file" in err and "--0rtt" in err, "--0rtt-file alone: %s %r" % (rc, err))
+
+    def conf(extra, role="client"):
+        tun = {"role": role, "listen": "127.0.0.1:%d" % qm.free_tcp_port(),
+               "streamSettings": {"network": "quic", "quicSettings": {}}}
+        tun["server" if role == "client" else "target"] = "127.0.0.1:443"
+        tun.update(extra)
+        return c.write_file("c.json", json.dumps({"tunnels": [tun]}))
+    rc, out, err, _ = qm.run_cmd([q, "-c", conf({"zeroRtt": True, "zeroRttFile": path}), "--check"])
+    qm.check(rc == 0, "JSON zeroRtt + zeroRttFile: exit %s %r" % (rc, err))
+    rc, out, err, _ = qm.run_cmd([q, "-c", conf({"zeroRtt": True}, role="server"), "--check"])
+    qm.check(rc == 0, "JSON zeroRtt on a server: exit %s %r" % (rc, err))
+    for extra, needles in (({"zeroRtt": "yes"}, ["zeroRtt", "true or false"]),
+                           ({"zeroRttFile": path}, ["zeroRttFile", "zeroRtt"])):
+        rc, out, err, _ = qm.run_cmd([q, "-c", conf(extra), "--check"])
+        qm.check(rc == 2 and all(n in err for n in needles), "JSON %r: exit %s %r" % (extra, rc, err))
+    rc, out, err, _ = qm.run_cmd([q, "-c", conf({"zeroRtt": True, "zeroRttFile": path}, role="server"),
+                                  "--check"])
+    qm.check(rc == 2 and "zeroRttFile" in err, "JSON zeroRttFile on a server: exit %s %r" % (rc, err))
+
+
+def case_plugin(c):
+    """ss-v2ray-plugin style (SIP003 variables): 0rtt on both plugin ends, 0rttFile on the
+    client; a restarted plugin client's first session is 0-RTT."""
+    import test_plugin as tp
+    cert, key = tp.make_cert(c)
+    echo = c.echo_server()
+    uport, mport = qm.free_udp_port(), qm.free_tcp_port()
+    tp.qm_plugin(c, tp.sip003_env(("127.0.0.1", uport), echo.addr,
+                                  tp.server_opts(cert, key, extra=";0rtt;metrics=127.0.0.1:%d" % mport)),
+                 "plugin-server", wait_udp=[uport])
+    path = os.path.join(c.dir, "tickets")
+    copts = tp.client_opts(cert, extra=";0rtt;0rttFile=" + tp.sip003_escape(path))
+    for i in range(2):
+        tport = qm.free_tcp_port()
+        p = tp.qm_plugin(c, tp.sip003_env(("127.0.0.1", uport), ("127.0.0.1", tport), copts),
+                         "plugin-client-%d" % i, wait_tcp=tport)
+        qm.check_transfer(("127.0.0.1", tport), conns=2, nbytes=NBYTES, seed=40 + i,
+                          timeout=30).raise_if_failed("plugin transfer %d" % i)
+        qm.wait_until(lambda: os.path.exists(path), 5, "the plugin's ticket file")
+        p.stop()
+    qm.check(stat.S_IMODE(os.stat(path).st_mode) == 0o600, "plugin ticket file not mode 0600")
+    acc = m(mport, "quicmux_early_data_accepted_total")
+    qm.check(acc == 1, "plugin server: %d sessions with early data, expected 1" % acc)
+
+
 def main():
     r = qm.Runner("0-RTT")
     r.run_parallel([
@@ -245,6 +302,8 @@ def main():
         ("0rtt restarted server, same state dir", case_restarted_server, ()),
         ("0rtt ticket file", case_ticket_file, ()),
         ("0rtt against a v2ray server", case_v2ray_server, ()),
+        ("0rtt options: JSON and checks", case_options, ()),
+        ("0rtt as a SIP003 plugin", case_plugin, ()),
     ], workers=2)
     return r.finish()
 
