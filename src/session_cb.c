@@ -89,6 +89,8 @@ static int handshake_completed_cb(ngtcp2_conn *conn, void *ud) {
     s->early.rejected++;
     if (ngtcp2_conn_tls_early_data_rejected(conn) != 0)
       return NGTCP2_ERR_CALLBACK_FAILURE;
+  } else if (s->early_offered) {
+    qm_sess_announce_early(s);
   }
   if (s->owner.on_ready)
     s->owner.on_ready(s, s->owner.ud);

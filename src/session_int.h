@@ -155,6 +155,9 @@ void qm_sess_unlink_stream(qm_session *s, qm_stream *st);
 /* Client: the server refused the early data; streams opened in 0-RTT start
  * over and wait for the handshake. */
 void qm_sess_early_rejected(qm_session *s);
+/* Client: the handshake is done; streams opened in 0-RTT that sent nothing
+ * yet announce themselves now (try_open). */
+void qm_sess_announce_early(qm_session *s);
 void qm_sess_wq_push(qm_session *s, qm_stream *st);
 void qm_sess_wq_remove(qm_session *s, qm_stream *st);
 void qm_sess_write(qm_session *s);

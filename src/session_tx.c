@@ -536,10 +536,16 @@ static int try_open(qm_session *s, qm_stream *st) {
   s->streams_opened++;
   /* Send a STREAM frame at once, even an empty one, so the server learns of
    * the stream and connects its target: protocols where the server speaks
-   * first (SMTP, SSH banners, MySQL) need it. */
-  st->announce = 1;
+   * first (SMTP, SSH banners, MySQL) need it. Not in 0-RTT: if a Retry
+   * takes back an empty frame and the first bytes (both at offset 0),
+   * ngtcp2 1.11 cannot queue two frames of the same offset again (its
+   * retransmission queue is keyed by offset) and leaves the Retry half
+   * done, without its token; a stream that sent nothing in 0-RTT is
+   * announced once the handshake is done (qm_sess_announce_early). */
+  st->announce = s->state == QM_SESS_ESTABLISHED;
   qm_session_stream_event(s, st, QM_SEV_OPEN);
-  qm_sess_wq_push(s, st);
+  if (qm_stream_has_unsent(st)) /* else ngtcp2 writes an empty frame */
+    qm_sess_wq_push(s, st);
   return 0;
 }
 
@@ -630,6 +636,16 @@ void qm_sess_early_rejected(qm_session *s) {
           "session %llu: the server refused the early data; %zu streams "
           "go again after the handshake",
           (unsigned long long)s->id, n);
+}
+
+void qm_sess_announce_early(qm_session *s) {
+  qm_stream *st;
+  for (st = s->streams; st; st = st->next)
+    if (st->id >= 0 && !st->ghost && !st->wire_closed && st->s_sent == 0 &&
+        !st->fin_sent) {
+      st->announce = 1;
+      qm_sess_wq_push(s, st);
+    }
 }
 
 void qm_session_attach(qm_session *s, qm_stream *st) {

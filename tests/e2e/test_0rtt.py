@@ -4,6 +4,10 @@ reads the counters of both ends from --metrics (quicmux_early_data_*, quicmux_se
 
 - on both ends: after a first session brings a ticket, new sessions send their streams in
   0-RTT and the server takes them (accepted sessions and early bytes counted on both ends);
+- with Retry (--retry always): the 0-RTT packets sent before the Retry go again, the early
+  data is accepted;
+- a target that speaks first: a stream that sent nothing in 0-RTT is announced after the
+  handshake, the target's bytes arrive;
 - off by default: a client without --0rtt keeps no ticket and offers nothing;
 - client on, server off: the server restarted without --0rtt (same state directory, same
   port) refuses the early data; every connection still goes through, byte-exact, sent again
@@ -23,6 +27,7 @@ reads the counters of both ends from --metrics (quicmux_early_data_*, quicmux_se
 
 import json
 import os
+import socket
 import stat
 import sys
 import time
@@ -54,11 +59,11 @@ def m(port, name):
 class Ends:
     """A server and a client of quicmux with metrics, and the echo target."""
 
-    def __init__(self, c, server_extra=(), client_extra=(), state=None, delay_ms=0):
+    def __init__(self, c, server_extra=(), client_extra=(), state=None, delay_ms=0, target=None):
         """delay_ms: a relay adds this much each way, so the handshake takes a while and
         the client surely has bytes to send in 0-RTT before it ends."""
         self.c = c
-        self.e = c.echo_server()
+        self.e = target or c.echo_server()
         self.state = state or os.path.join(c.dir, "state")
         os.makedirs(self.state, exist_ok=True)
         self.sport = None
@@ -127,6 +132,46 @@ def case_both_on(c):
     qm.check(t.srv("quicmux_sessions_resumed_total") == 3, "server: resumed sessions != 3")
     qm.check(eb_s > 0 and eb_c >= eb_s, "early bytes: client sent %d, server received %d" % (eb_c, eb_s))
     return "3 sessions in 0-RTT, %d early bytes received by the server" % eb_s
+
+
+def case_retry(c):
+    # Retry for every new session: the 0-RTT packets the client sent before the Retry are
+    # sent again behind the new Initial (the relay's delay makes sure there are several).
+    t = Ends(c, ["--0rtt", "--retry", "always"], ["--0rtt"], delay_ms=20)
+    t.round(1)
+    wait_ticket(t)
+    for i in range(3):
+        t.round(30 + i, conns=2)
+    acc = t.srv("quicmux_early_data_accepted_total")
+    retries = t.srv("quicmux_retries_sent_total")
+    qm.check(acc == 3, "with Retry: %d sessions with early data, expected 3" % acc)
+    qm.check(retries >= 4, "only %d Retry packets sent" % retries)
+
+
+def case_server_speaks_first(c):
+    # The target speaks first and the client sends nothing: a stream opened in 0-RTT with
+    # no byte still reaches the server (announced after the handshake).
+    n = 64 * 1024
+    src = c.source_sink_server(send_bytes=n, seed=9)
+    t = Ends(c, ["--0rtt"], ["--0rtt"], delay_ms=5, target=src)
+    for i in range(3):
+        qm.wait_until(lambda: qm.count_udp_sockets(t.cp.pid) == 0, 15, "the client's sessions to close",
+                      proc=t.cp)
+        s = socket.create_connection(t.caddr, timeout=10)
+        got = b""
+        try:
+            while len(got) < n:
+                d = s.recv(65536)
+                if not d:
+                    break
+                got += d
+        finally:
+            s.close()
+        qm.check(got == qm.seeded_bytes(9, n), "round %d: %d bytes from a target that speaks first"
+                 % (i, len(got)))
+        if i == 0:
+            wait_ticket(t)
+    qm.check(t.cli("quicmux_early_data_accepted_total") == 2, "the later sessions were not 0-RTT")
 
 
 def case_off_by_default(c):
@@ -298,6 +343,8 @@ def main():
     r.run_parallel([
         ("0rtt both ends", case_both_on, ()),
         ("0rtt off by default", case_off_by_default, ()),
+        ("0rtt with Retry", case_retry, ()),
+        ("0rtt, the server speaks first", case_server_speaks_first, ()),
         ("0rtt refused by a server without it", case_server_refuses, ()),
         ("0rtt restarted server, same state dir", case_restarted_server, ()),
         ("0rtt ticket file", case_ticket_file, ()),
