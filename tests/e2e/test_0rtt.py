@@ -6,6 +6,7 @@ reads the counters of both ends from --metrics (quicmux_early_data_*, quicmux_se
   0-RTT and the server takes them (accepted sessions and early bytes counted on both ends);
 - with Retry (--retry always): the 0-RTT packets sent before the Retry go again, the early
   data is accepted;
+- 5 % loss each way: every byte arrives (lost 0-RTT packets are sent again);
 - a target that speaks first: a stream that sent nothing in 0-RTT is announced after the
   handshake, the target's bytes arrive;
 - off by default: a client without --0rtt keeps no ticket and offers nothing;
@@ -59,7 +60,8 @@ def m(port, name):
 class Ends:
     """A server and a client of quicmux with metrics, and the echo target."""
 
-    def __init__(self, c, server_extra=(), client_extra=(), state=None, delay_ms=0, target=None):
+    def __init__(self, c, server_extra=(), client_extra=(), state=None, delay_ms=0, target=None,
+                 loss=0.0):
         """delay_ms: a relay adds this much each way, so the handshake takes a while and
         the client surely has bytes to send in 0-RTT before it ends."""
         self.c = c
@@ -70,8 +72,8 @@ class Ends:
         self.saddr = None
         self.start_server(server_extra)
         self.dial = self.saddr
-        if delay_ms:
-            r = Relay("127.0.0.1", upstream=self.saddr, delay_ms=delay_ms)
+        if delay_ms or loss:
+            r = Relay("127.0.0.1", upstream=self.saddr, delay_ms=delay_ms, loss=loss, seed=3)
             c.on_close(r.close)
             self.dial = r.addr
         self.start_client(client_extra)
@@ -146,6 +148,19 @@ def case_retry(c):
     retries = t.srv("quicmux_retries_sent_total")
     qm.check(acc == 3, "with Retry: %d sessions with early data, expected 3" % acc)
     qm.check(retries >= 4, "only %d Retry packets sent" % retries)
+
+
+def case_lossy(c):
+    # 5 % loss each way: lost Initials and 0-RTT packets are sent again; every byte arrives.
+    t = Ends(c, ["--0rtt"], ["--0rtt"], delay_ms=10, loss=0.05)
+    t.round(1)
+    wait_ticket(t)
+    for i in range(4):
+        t.round(50 + i, conns=2)
+    offered = t.cli("quicmux_early_data_offered_total")
+    qm.check(offered == 4, "early data offered %d times, expected 4" % offered)
+    return "early data accepted %d, refused %d of 4" % (
+        t.cli("quicmux_early_data_accepted_total"), t.cli("quicmux_early_data_rejected_total"))
 
 
 def case_server_speaks_first(c):
@@ -344,6 +359,7 @@ def main():
         ("0rtt both ends", case_both_on, ()),
         ("0rtt off by default", case_off_by_default, ()),
         ("0rtt with Retry", case_retry, ()),
+        ("0rtt on a lossy path", case_lossy, ()),
         ("0rtt, the server speaks first", case_server_speaks_first, ()),
         ("0rtt refused by a server without it", case_server_refuses, ()),
         ("0rtt restarted server, same state dir", case_restarted_server, ()),
