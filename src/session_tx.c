@@ -283,6 +283,15 @@ void qm_sess_write(qm_session *s) {
       if (!slot)
         break;
     }
+    /* 0-RTT, congestion window full (a probe timeout): no stream data.
+     * Offered stream data makes ngtcp2 1.11 leave the Initial unpadded, to
+     * pad the 0-RTT packet after it, which the window then does not let
+     * out: a retransmitted Initial under 1200 bytes, which servers drop,
+     * and the handshake never ends. Without data the Initial is padded. */
+    if (st && s->early_offered &&
+        !ngtcp2_conn_get_handshake_completed(s->conn) &&
+        ngtcp2_conn_get_cwnd_left(s->conn) == 0)
+      st = NULL;
     /* Datagrams and streams take turns, one frame each, so neither can
      * starve the other (both are congestion controlled). */
     if (s->dq_head && s->dgram_peer > 0 && (!st || s->dgram_turn)) {
