@@ -6,6 +6,7 @@ reads the counters of both ends from --metrics (quicmux_early_data_*, quicmux_se
   0-RTT and the server takes them (accepted sessions and early bytes counted on both ends);
 - with Retry (--retry always): the 0-RTT packets sent before the Retry go again, the early
   data is accepted;
+- with the client's --hide-initial and Retry: early data accepted;
 - 5 % loss each way: every byte arrives (lost 0-RTT packets are sent again);
 - a target that speaks first: a stream that sent nothing in 0-RTT is announced after the
   handshake, the target's bytes arrive;
@@ -148,6 +149,18 @@ def case_retry(c):
     retries = t.srv("quicmux_retries_sent_total")
     qm.check(acc == 3, "with Retry: %d sessions with early data, expected 3" % acc)
     qm.check(retries >= 4, "only %d Retry packets sent" % retries)
+
+
+def case_hidden_initial(c):
+    # The client's hidden Initial (--hide-initial: a decoy, the first flight sent last
+    # first) with 0-RTT packets in that flight, and a Retry for every session.
+    t = Ends(c, ["--0rtt", "--retry", "always"], ["--0rtt", "--hide-initial"], delay_ms=20)
+    t.round(1)
+    wait_ticket(t)
+    for i in range(3):
+        t.round(60 + i, conns=2)
+    acc = t.srv("quicmux_early_data_accepted_total")
+    qm.check(acc == 3, "with --hide-initial and Retry: %d sessions with early data, expected 3" % acc)
 
 
 def case_lossy(c):
@@ -360,6 +373,7 @@ def main():
         ("0rtt off by default", case_off_by_default, ()),
         ("0rtt with Retry", case_retry, ()),
         ("0rtt on a lossy path", case_lossy, ()),
+        ("0rtt with a hidden Initial and Retry", case_hidden_initial, ()),
         ("0rtt, the server speaks first", case_server_speaks_first, ()),
         ("0rtt refused by a server without it", case_server_refuses, ()),
         ("0rtt restarted server, same state dir", case_restarted_server, ()),
