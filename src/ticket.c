@@ -201,18 +201,19 @@ static void put_hex(FILE *f, const uint8_t *b, size_t n) {
   }
 }
 
-/* Write to FILE.tmp (mode 0600) and rename over the file, so a crash
- * leaves the old file or the new one. */
+/* Write to a temporary file next to it (mode 0600; its own name, as the
+ * dialers of several workers may write at once) and rename it over the
+ * file, so a crash leaves the old file or the new one. */
 static void save(const qm_ticket_store *t) {
-  size_t plen = strlen(t->file) + 8;
+  size_t plen = strlen(t->file) + 16;
   char *tmp = malloc(plen);
   const entry *e;
   FILE *f = NULL;
   int fd = -1, ok;
   if (!tmp)
     return;
-  snprintf(tmp, plen, "%s.tmp", t->file);
-  fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+  snprintf(tmp, plen, "%s.XXXXXX", t->file);
+  fd = mkstemp(tmp); /* mode 0600 */
   if (fd < 0 || fchmod(fd, 0600) != 0 || !(f = fdopen(fd, "w"))) {
     QM_WARN("ticket", "0-RTT file %s: %s", tmp, strerror(errno));
     if (fd >= 0)
