@@ -461,6 +461,7 @@ int tunnel_metrics_text(tunnel *const *t, size_t n, const metrics_counts *mc,
       v[n].nsrv = 0;
       memset(&v[n].ts, 0, sizeof(v[n].ts));
       memset(&v[n].tot, 0, sizeof(v[n].tot));
+      memset(&v[n].early, 0, sizeof(v[n].early));
       v[n].streams = v[n].refused = v[n].unroutable = v[n].bad_tokens = 0;
       v[n].retries = v[n].resets = 0;
       memset(v[n].states, 0, sizeof(v[n].states));
