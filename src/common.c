@@ -131,6 +131,7 @@ void qm_settings_default(qm_settings *s) {
   s->max_sessions_per_dest = 64;
   s->max_sessions = 0; /* role default: 1024 client, 4096 server */
   s->max_streams = 65536;
+  s->hop_interval_ms = 30000;
 }
 
 int qm_split_hostport(const char *in, char *host, size_t hostlen,

@@ -47,11 +47,12 @@ struct qm_dialer {
   qm_stream *failing; /* streams whose on_close runs from the task */
   qm_task fail_task;
   ev_timer cleanup;
-  uint64_t dropped_dead; /* datagrams dropped by sessions already freed */
-  qm_totals totals;      /* sessions started; counts of sessions freed */
-  size_t resolving;      /* streams waiting for a name */
-  long caps_sessions;    /* of the shared caps' sessions, this dialer's */
-  qm_servers servers;    /* health per server address */
+  uint64_t dropped_dead;     /* datagrams dropped by sessions already freed */
+  qm_totals totals;          /* sessions started; counts of sessions freed */
+  uint64_t migrations, hops; /* of sessions freed */
+  size_t resolving;          /* streams waiting for a name */
+  long caps_sessions;        /* of the shared caps' sessions, this dialer's */
+  qm_servers servers;        /* health per server address */
   /* the server set of qm_dialer_set_servers */
   struct set_entry *set;
   size_t nset;
@@ -79,12 +80,20 @@ typedef struct set_lookup {
 typedef struct sess_ref {
   qm_dialer *d;
   qm_session *s;
-  char key[INET6_ADDRSTRLEN + 8];
+  char key[INET6_ADDRSTRLEN + 16];
   struct sockaddr_storage addr; /* the server */
   uint64_t started;             /* ns, for the back-off */
   int failure_noted;
   char ticket_key[INET6_ADDRSTRLEN + 8 + 256]; /* "server name/key" */
 } sess_ref;
+
+/* The counts of a session about to be freed. */
+static void gone(qm_dialer *d, qm_session *s) {
+  qm_session_path_counts(s, &d->migrations, &d->hops);
+  d->dropped_dead += qm_session_dropped(s);
+  qm_session_add_totals(s, &d->totals, 1);
+  qm_session_add_early(s, &d->early);
+}
 
 static uint64_t now_ns(const qm_dialer *d) {
   return (uint64_t)(ev_now(d->loop) * 1e9);
@@ -107,9 +116,7 @@ static void op_destroy(void *p, void *ud) {
     d->caps_sessions--;
   }
   qm_session_close(r->s);
-  d->dropped_dead += qm_session_dropped(r->s);
-  qm_session_add_totals(r->s, &d->totals, 1);
-  qm_session_add_early(r->s, &d->early);
+  gone(d, r->s);
   qm_session_free(r->s);
   free(r);
 }
@@ -119,8 +126,10 @@ static void sess_on_dead(qm_session *s, void *ud);
 static void sess_on_requeue(qm_session *s, qm_stream *st, int failed, void *ud);
 static void sess_on_ready(qm_session *s, void *ud);
 
-static void addr_key(const struct sockaddr_storage *ss, char *key,
-                     size_t keylen) {
+/* The pool key of a server: address and port, or address and port range
+ * (port_hi above the address's port). */
+static void range_key(const struct sockaddr_storage *ss, uint16_t port_hi,
+                      char *key, size_t keylen) {
   char ip[INET6_ADDRSTRLEN];
   uint16_t port;
   if (ss->ss_family == AF_INET) {
@@ -134,7 +143,15 @@ static void addr_key(const struct sockaddr_storage *ss, char *key,
   }
   /* One dialer has one set of settings, so address + port is the whole
    * pool key; two dialers never share sessions. */
-  snprintf(key, keylen, "%s|%u", ip, port);
+  if (port_hi > port)
+    snprintf(key, keylen, "%s|%u-%u", ip, port, port_hi);
+  else
+    snprintf(key, keylen, "%s|%u", ip, port);
+}
+
+static void addr_key(const struct sockaddr_storage *ss, char *key,
+                     size_t keylen) {
+  range_key(ss, 0, key, keylen);
 }
 
 static void count_server(void *p, void *arg) {
@@ -150,7 +167,9 @@ static void count_server(void *p, void *arg) {
 /* Which of addrs (servers) a stream or flow goes to: one address is
  * always it; otherwise the policy's choice from each server's health and
  * load. */
-static unsigned pick_server_of(qm_dialer *d, const qm_addrlist *addrs) {
+/* port_hi: a port range above the addresses' port (their pool keys), or 0 */
+static unsigned pick_server_of(qm_dialer *d, const qm_addrlist *addrs,
+                               uint16_t port_hi) {
   qm_server_facts f[QM_MAX_ADDRS];
   size_t i, n = addrs->n;
   int k;
@@ -158,9 +177,9 @@ static unsigned pick_server_of(qm_dialer *d, const qm_addrlist *addrs) {
     return 0;
   memset(f, 0, n * sizeof(f[0]));
   for (i = 0; i < n; i++) {
-    char key[INET6_ADDRSTRLEN + 8];
+    char key[INET6_ADDRSTRLEN + 16];
     qm_server_row *row;
-    addr_key(&addrs->addr[i], key, sizeof(key));
+    range_key(&addrs->addr[i], port_hi, key, sizeof(key));
     if ((row = qm_servers_find(&d->servers, key)))
       f[i].health = row->health;
     qm_pool_foreach_key(d->pool, key, count_server, &f[i]);
@@ -170,12 +189,17 @@ static unsigned pick_server_of(qm_dialer *d, const qm_addrlist *addrs) {
 }
 
 static unsigned pick_server(qm_dialer *d, const qm_stream *st) {
-  return pick_server_of(d, st->addrs);
+  return pick_server_of(d, st->addrs, st->port_hi);
 }
 
 /* A new session to addr in the pool under key, within the caps. */
+/* A new session to addr, or to a random port of addr's port .. port_hi (a
+ * server port range, between whose ports it then hops). */
 static int new_session(qm_dialer *d, const struct sockaddr_storage *addr,
-                       socklen_t addrlen, const char *key, sess_ref **out) {
+                       socklen_t addrlen, uint16_t port_hi, const char *key,
+                       sess_ref **out) {
+  struct sockaddr_storage peer;
+  uint16_t port_lo;
   qm_session_owner owner = {0};
   qm_server_row *row;
   char err[256];
@@ -215,9 +239,23 @@ static int new_session(qm_dialer *d, const struct sockaddr_storage *addr,
     owner.ticket_key = r->ticket_key;
   }
   owner.ud = r;
-  rv = qm_session_client_new(&r->s, &d->io, d->tls, &d->settings,
-                             (const struct sockaddr *)addr, addrlen, &owner,
-                             err, sizeof(err));
+  memcpy(&peer, addr, addrlen);
+  port_lo = ntohs(peer.ss_family == AF_INET6
+                      ? ((struct sockaddr_in6 *)&peer)->sin6_port
+                      : ((struct sockaddr_in *)&peer)->sin_port);
+  if (port_hi > port_lo) {
+    uint32_t rnd;
+    uint16_t p;
+    qm_random((uint8_t *)&rnd, sizeof(rnd));
+    p = (uint16_t)(port_lo + rnd % ((uint32_t)port_hi - port_lo + 1));
+    if (peer.ss_family == AF_INET6)
+      ((struct sockaddr_in6 *)&peer)->sin6_port = htons(p);
+    else
+      ((struct sockaddr_in *)&peer)->sin_port = htons(p);
+  }
+  rv = qm_session_client_new(
+      &r->s, &d->io, d->tls, &d->settings, (const struct sockaddr *)&peer,
+      addrlen, port_lo, QM_MAX(port_hi, port_lo), &owner, err, sizeof(err));
   if (rv != 0) {
     QM_WARN("dialer", "new session to %s: %s", key, err);
     free(r);
@@ -246,16 +284,16 @@ static int new_session(qm_dialer *d, const struct sockaddr_storage *addr,
  * take it, or on a new session. */
 static int place_stream(qm_dialer *d, qm_stream *st) {
   const struct sockaddr_storage *addr;
-  char key[INET6_ADDRSTRLEN + 8];
+  char key[INET6_ADDRSTRLEN + 16];
   sess_ref *r;
   int rv;
 
   st->addr_idx = pick_server(d, st);
   addr = &st->addrs->addr[st->addr_idx];
-  addr_key(addr, key, sizeof(key));
+  range_key(addr, st->port_hi, key, sizeof(key));
   r = qm_pool_pick(d->pool, key);
-  if (!r &&
-      (rv = new_session(d, addr, st->addrs->len[st->addr_idx], key, &r)) != 0)
+  if (!r && (rv = new_session(d, addr, st->addrs->len[st->addr_idx],
+                              st->port_hi, key, &r)) != 0)
     return rv;
   qm_session_attach(r->s, st);
   return 0;
@@ -311,7 +349,7 @@ static int flow_bind(qm_flow_ctx *c, qm_flow *f) {
   }
   if (f->resolving || !f->addrs || !f->addrs->n)
     return QM_EAGAIN;
-  idx = pick_server_of(d, f->addrs);
+  idx = pick_server_of(d, f->addrs, 0);
   addr_key(&f->addrs->addr[idx], key, sizeof(key));
   qm_pool_foreach_key(d->pool, key, flow_pick_one, &fp);
   r = fp.ready ? fp.ready : fp.handshaking;
@@ -319,8 +357,8 @@ static int flow_bind(qm_flow_ctx *c, qm_flow *f) {
     qm_session_dgram_refused(fp.refusing->s);
     return QM_EREFUSED;
   }
-  if (!r && (rv = new_session(d, &f->addrs->addr[idx], f->addrs->len[idx], key,
-                              &r)) != 0)
+  if (!r && (rv = new_session(d, &f->addrs->addr[idx], f->addrs->len[idx], 0,
+                              key, &r)) != 0)
     return rv;
   qm_session_flow_attach(r->s, f);
   QM_DEBUG("dialer", "flow %llu on session %llu", (unsigned long long)f->id,
@@ -458,9 +496,7 @@ static void sess_on_dead(qm_session *s, void *ud) {
       qm__caps_add(&d->settings.caps->sessions, -1);
       d->caps_sessions--;
     }
-    d->dropped_dead += qm_session_dropped(r->s);
-    qm_session_add_totals(r->s, &d->totals, 1);
-    qm_session_add_early(r->s, &d->early);
+    gone(d, r->s);
     qm_session_free(r->s);
     free(r);
   }
@@ -798,6 +834,12 @@ static int dial_set(qm_dialer *d, qm_stream *st, qm_stream **out) {
 
 int qm_dial(qm_dialer *d, const char *host, uint16_t port,
             const qm_stream_cbs *cbs, void *ud, qm_stream **out) {
+  return qm_dial_range(d, host, port, port, cbs, ud, out);
+}
+
+int qm_dial_range(qm_dialer *d, const char *host, uint16_t port,
+                  uint16_t port_hi, const qm_stream_cbs *cbs, void *ud,
+                  qm_stream **out) {
   qm_addrlist *now = NULL;
   qm_dialer_stats ds;
   qm_stream *st;
@@ -805,6 +847,11 @@ int qm_dial(qm_dialer *d, const char *host, uint16_t port,
 
   if (!host && !d->nset)
     return QM_EINVAL;
+  if (port_hi < port) {
+    QM_WARN("dialer", "port range %u-%u: the first port is the larger", port,
+            port_hi);
+    return QM_EINVAL;
+  }
   qm_dialer_get_stats(d, &ds);
   if ((d->settings.caps
            ? (size_t)qm__caps_get(&d->settings.caps->streams)
@@ -821,6 +868,7 @@ int qm_dial(qm_dialer *d, const char *host, uint16_t port,
     st->caps = d->settings.caps;
     qm__caps_add(&st->caps->streams, 1);
   }
+  st->port_hi = host && port_hi > port ? port_hi : 0; /* 0: one port */
   if (!host)
     return dial_set(d, st, out);
   /* An IP is used as is; a name is resolved without blocking the loop. */
@@ -860,6 +908,7 @@ static void count_one(void *p, void *arg) {
   st->dropped_datagrams += qm_session_dropped(r->s);
   qm_session_add_totals(r->s, &st->totals, 0);
   qm_session_add_early(r->s, &st->early);
+  qm_session_path_counts(r->s, &st->migrations, &st->hops);
 }
 
 void qm_dialer_get_stats(const qm_dialer *d, qm_dialer_stats *st) {
@@ -867,6 +916,8 @@ void qm_dialer_get_stats(const qm_dialer *d, qm_dialer_stats *st) {
   st->dropped_datagrams = d->dropped_dead;
   st->totals = d->totals;
   st->early = d->early;
+  st->migrations = d->migrations;
+  st->hops = d->hops;
   qm_pool_foreach(d->pool, count_one, st);
 }
 

@@ -195,6 +195,10 @@ int qm_endpoint_open(qm_endpoint *ep, qm_io *io, int family,
   }
   ep->fd = rv;
   ep->connected = peer != NULL;
+  if (peer) {
+    memcpy(&ep->peer, peer, peer_len);
+    ep->peerlen = peer_len;
+  }
   {
     int one = 1;
     /* Kernel segmentation offload, when the kernel has it (Linux >= 4.18
@@ -313,7 +317,7 @@ int qm_endpoint_flush(qm_endpoint *ep) {
     if (ep->blocked)
       return QM_EAGAIN;
     g = build_groups(ep);
-    r = qm_udp_send(ep->fd, ep->gso_msgs, g);
+    r = qm_udp_send(ep->fd, ep->gso_msgs, g, &ep->path_err);
     if (r < 0) {
       if (ep->gso) {
         /* no GSO here (EIO/EINVAL from the kernel): plain batches */

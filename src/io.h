@@ -68,6 +68,8 @@ struct qm_endpoint {
   qm_codec codec;
   struct sockaddr_storage local;
   socklen_t locallen;
+  struct sockaddr_storage peer; /* a connected socket's peer */
+  socklen_t peerlen;
   qm_endpoint_recv_fn on_recv;
   qm_endpoint_writable_fn on_writable;
   qm_endpoint_refused_fn on_refused; /* optional */
@@ -91,6 +93,9 @@ struct qm_endpoint {
   uint64_t rx_datagrams, tx_datagrams, rx_dropped;
   uint64_t rx_bytes, tx_bytes; /* UDP payload, wrapped */
   uint64_t rx_oversize;        /* of rx_dropped: too large or truncated */
+  /* the last send error saying the local path is gone (ENETUNREACH,
+   * EADDRNOTAVAIL, ...; 0 = none); whoever acts on it clears it */
+  int path_err;
 };
 
 /* Open the socket (see qm_udp_open) and start reading. */

@@ -30,7 +30,7 @@ int qm_session_is_active(const qm_session *s) {
   return s->state == QM_SESS_HANDSHAKING || s->state == QM_SESS_ESTABLISHED;
 }
 uint64_t qm_session_dropped(const qm_session *s) {
-  return s->server ? 0 : s->own_ep.rx_dropped;
+  return s->server ? 0 : qm_sess_eps_dropped(s);
 }
 int qm_session_wants_retry(const qm_session *s) {
   return s->want_retry;
@@ -50,7 +50,7 @@ void qm_session_add_totals(const qm_session *s, qm_totals *t, int gone) {
   t->streams_closed += s->streams_closed;
   t->streams_reset += s->streams_reset;
   if (!s->server)
-    qm_endpoint_add_totals(&s->own_ep, t);
+    qm_sess_eps_totals(s, t);
   if (gone && !s->want_retry)
     t->sessions_closed[s->state == QM_SESS_DEAD ? s->close_cause
                                                 : QM_CLOSE_CLEAN]++;
@@ -341,29 +341,6 @@ static int session_alloc(qm_session **out, qm_io *io, qm_tls_ctx *tls,
   return 0;
 }
 
-static void client_ep_recv(qm_endpoint *ep, const struct sockaddr *from,
-                           socklen_t fromlen, uint8_t *quic, size_t len,
-                           void *ud) {
-  qm_session_recv(ud, ep, from, fromlen, quic, len);
-}
-
-static void client_ep_writable(qm_endpoint *ep, void *ud) {
-  (void)ep;
-  qm_session_writable(ud);
-}
-
-/* ICMP port unreachable while handshaking: nobody listens there, so fail
- * now and let the dialer try the next address instead of waiting 8 s. */
-static void client_ep_refused(qm_endpoint *ep, void *ud) {
-  qm_session *s = ud;
-  (void)ep;
-  if (s->state == QM_SESS_HANDSHAKING) {
-    QM_DEBUG("session", "session %llu: port unreachable",
-             (unsigned long long)s->id);
-    qm_sess_set_dead(s, QM_EREFUSED);
-  }
-}
-
 /* 0-RTT, client: resume with the server's last ticket and take its 0-RTT
  * transport parameters, so streams can open and send before the handshake
  * (qm_session_attach). GnuTLS then sends early data if the ticket allows
@@ -396,8 +373,9 @@ static void client_resume(qm_session *x) {
 
 int qm_session_client_new(qm_session **out, qm_io *io, qm_tls_ctx *tls,
                           const qm_settings *s, const struct sockaddr *peer,
-                          socklen_t peerlen, const qm_session_owner *owner,
-                          char *err, size_t errlen) {
+                          socklen_t peerlen, uint16_t port_lo, uint16_t port_hi,
+                          const qm_session_owner *owner, char *err,
+                          size_t errlen) {
   qm_session *x;
   ngtcp2_callbacks cb;
   ngtcp2_settings st;
@@ -407,21 +385,20 @@ int qm_session_client_new(qm_session **out, qm_io *io, qm_tls_ctx *tls,
 
   if ((rv = session_alloc(&x, io, tls, s, peer, peerlen, owner, 0)) != 0)
     return rv;
-  x->ep = &x->own_ep;
-  rv = qm_endpoint_open(x->ep, io, peer->sa_family, NULL, 0, peer, peerlen, s,
-                        client_ep_recv, client_ep_writable, x, err, errlen);
+  x->settings = s;
+  x->port_lo = port_lo;
+  x->port_hi = port_hi;
+  x->hop_interval_ms = s->hop_interval_ms;
+  rv = qm_sess_eps_open(x, peer, peerlen, err, errlen);
   if (rv != 0) {
     free(x);
     return rv;
   }
-  x->ep->on_refused = client_ep_refused;
   /* DCID of 8..20 random bytes like quic-go; ≥ 8 is required (SPEC §13). */
   dcid.datalen = 16;
   qm_random(dcid.data, dcid.datalen);
   scid.datalen = QM_SCID_LEN;
   qm_random(scid.data, scid.datalen);
-  ngtcp2_path_storage_init(&x->ps, (struct sockaddr *)&x->ep->local,
-                           x->ep->locallen, peer, peerlen, NULL);
   qm_sess_callbacks(&cb, 0);
   fill_settings(&st, &p, s, x->ep, 0);
   advertise_datagrams(x, &p);
@@ -444,6 +421,7 @@ int qm_session_client_new(qm_session **out, qm_io *io, qm_tls_ctx *tls,
   QM_DEBUG("session", "session %llu: client, new UDP socket%s",
            (unsigned long long)x->id,
            x->early_offered ? ", 0-RTT offered" : "");
+  qm_sess_hop_start(x);
   qm_sess_schedule(x); /* first flight goes out before the loop blocks */
   *out = x;
   return 0;
@@ -535,6 +513,8 @@ qm_endpoint *qm_sess_ep_for(qm_session *s, const ngtcp2_addr *local) {
     return s->ep; /* nearly always: the current path's */
   if (s->server && s->owner.endpoint_for)
     ep = s->owner.endpoint_for(s, local->addr, local->addrlen, s->owner.ud);
+  else if (!s->server)
+    ep = qm_sess_client_ep_for(s, local);
   return ep ? ep : s->ep;
 }
 
@@ -672,7 +652,7 @@ void qm_session_free(qm_session *s) {
   if (s->tls_sess)
     gnutls_deinit(s->tls_sess);
   if (!s->server)
-    qm_endpoint_close(&s->own_ep);
+    qm_sess_eps_close(s);
   free(s);
 }
 
@@ -706,4 +686,11 @@ void qm_session_get_info(const qm_session *s, qm_session_info *in) {
   in->datagrams_rx = s->rx;
   in->datagrams_tx = s->tx;
   in->datagrams_dropped = qm_session_dropped(s);
+  in->migrations = s->migrations;
+  in->hops = s->hops;
+}
+
+void qm_session_path_counts(const qm_session *s, uint64_t *m, uint64_t *h) {
+  *m += s->migrations;
+  *h += s->hops;
 }

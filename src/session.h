@@ -59,11 +59,15 @@ typedef struct qm_session_owner {
 void qm_session_reset_token(uint8_t *token, const uint8_t *secret,
                             const uint8_t *cid, size_t cidlen);
 
-/* Client: a new session on a new UDP socket to peer. */
+/* Client: a new session on a new UDP socket to peer. With port_lo <
+ * port_hi the server listens on that whole port range (peer's port is one
+ * of them) and the session hops between its ports every
+ * s->hop_interval_ms (s must outlive the session). */
 int qm_session_client_new(qm_session **out, qm_io *io, qm_tls_ctx *tls,
                           const qm_settings *s, const struct sockaddr *peer,
-                          socklen_t peerlen, const qm_session_owner *owner,
-                          char *err, size_t errlen);
+                          socklen_t peerlen, uint16_t port_lo, uint16_t port_hi,
+                          const qm_session_owner *owner, char *err,
+                          size_t errlen);
 /* Server: a session for the Initial in pkt (already unwrapped) arriving on
  * the listener's shared endpoint. odcid: the original destination id from a
  * valid Retry token (the Initial's DCID is then our Retry SCID), or NULL. */
@@ -111,6 +115,8 @@ void qm_session_add_totals(const qm_session *s, qm_totals *t, int gone);
 void qm_session_get_info(const qm_session *s, qm_session_info *in);
 /* Add the session's resumption and 0-RTT counts to t. */
 void qm_session_add_early(const qm_session *s, qm_early_totals *t);
+/* Client: add its moves to a new UDP socket, and its port hops, to *m, *h. */
+void qm_session_path_counts(const qm_session *s, uint64_t *m, uint64_t *h);
 
 /* For stream.c: something changed on st (bytes or FIN to send, an event). */
 void qm_session_stream_wants_write(qm_session *s, qm_stream *st);

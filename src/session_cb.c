@@ -285,6 +285,20 @@ static int extend_max_stream_data_cb(ngtcp2_conn *conn, int64_t stream_id,
   return 0;
 }
 
+/* Client: the path to a new UDP socket was validated (or not). */
+static int path_validation_cb(ngtcp2_conn *conn, uint32_t flags,
+                              const ngtcp2_path *path,
+                              const ngtcp2_path *old_path,
+                              ngtcp2_path_validation_result res, void *ud) {
+  (void)conn;
+  (void)flags;
+  (void)old_path;
+  if (res != NGTCP2_PATH_VALIDATION_RESULT_ABORTED)
+    qm_sess_path_validated(ud, path,
+                           res == NGTCP2_PATH_VALIDATION_RESULT_SUCCESS);
+  return 0;
+}
+
 ngtcp2_conn *qm_sess_get_conn(ngtcp2_crypto_conn_ref *ref) {
   qm_session *s = ref->user_data;
   return s->conn;
@@ -337,4 +351,6 @@ void qm_sess_callbacks(ngtcp2_callbacks *cb, int server) {
   cb->stream_stop_sending = stream_stop_sending_cb;
   cb->extend_max_stream_data = extend_max_stream_data_cb;
   cb->tls_early_data_rejected = tls_early_data_rejected_cb;
+  if (!server)
+    cb->path_validation = path_validation_cb;
 }

@@ -114,9 +114,19 @@ void qm_sess_check_health(qm_session *s) {
   case QM_HEALTH_SUSPECT:
     s->suspect = 1;
     s->suspect_since = now;
-    QM_INFO("session",
-            "session %llu: no answer for %.1f s, taking it out of the pool",
-            (unsigned long long)s->id, (double)f.silence / 1e9);
+    /* Perhaps only this socket's path died (a new network, a NAT that
+     * forgot us): the session moves to a fresh socket and keeps its
+     * streams; the streams the peer cannot have seen go to another
+     * session at once all the same (they lose nothing by it). If the new
+     * path does not answer either, the rule below closes the session. */
+    if (s->mig_ep || qm_sess_migrate(s, QM_MIG_DEAD, 0) == 0)
+      QM_INFO("session",
+              "session %llu: no answer for %.1f s, trying a new UDP socket",
+              (unsigned long long)s->id, (double)f.silence / 1e9);
+    else
+      QM_INFO("session",
+              "session %llu: no answer for %.1f s, taking it out of the pool",
+              (unsigned long long)s->id, (double)f.silence / 1e9);
     qm_sess_retry_unanswered(s);
     break;
   case QM_HEALTH_DEAD:

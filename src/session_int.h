@@ -6,6 +6,8 @@
  *                     deferred task, opening client streams
  *   session_cb.c      the ngtcp2 callbacks
  *   session_health.c  client pool helpers: keep-alive, idle close, dead paths
+ *   session_path.c    client endpoints: migration to a new UDP socket
+ *                     (network change, dead path, port hopping)
  */
 #ifndef QM_SESSION_INT_H
 #define QM_SESSION_INT_H
@@ -21,6 +23,10 @@
 #define QM_MAX_VEC 16
 #define QM_BURST (32 * 1024)
 #define QM_HEALTH_INTERVAL 0.1 /* seconds: the silence rule's resolution */
+#define QM_CLIENT_EPS 3        /* current, one being validated, one draining */
+
+/* Why a client session moves to a new UDP socket (session_path.c). */
+enum { QM_MIG_HOP = 1, QM_MIG_NETWORK, QM_MIG_DEAD };
 
 /* What a DATAGRAM frame needs besides its payload in a 1-RTT packet: a
  * short header (1 + DCID up to 20 + packet number up to 4), the AEAD tag
@@ -40,9 +46,26 @@ struct qm_session {
   int server;
   qm_session_state state;
   qm_io *io;
-  /* client: &own_ep; server: the listener's endpoint of the current path */
+  /* client: one of eps[]; server: the listener's endpoint of the current
+   * path */
   qm_endpoint *ep;
-  qm_endpoint own_ep;
+  /* client: its own endpoints (fd < 0 when unused). Migrating opens one,
+   * validates the path through it, then makes it current; the one before
+   * stays open for a while to read what is still in flight (session_path.c) */
+  qm_endpoint eps[QM_CLIENT_EPS];
+  ngtcp2_tstamp ep_close_at[QM_CLIENT_EPS]; /* draining: close then */
+  ev_timer drain_timer;
+  const qm_settings *settings; /* client: the dialer's (outlives us) */
+  qm_endpoint *mig_ep;         /* being validated, or NULL */
+  int mig_reason;              /* QM_MIG_* of the migration under way */
+  ngtcp2_tstamp mig_last_try;
+  int mig_refused_logged;    /* the server does not follow migrations */
+  uint16_t port_lo, port_hi; /* client: the server's port range (hopping) */
+  uint64_t hop_interval_ms;
+  ev_timer hop_timer;
+  uint64_t hops, migrations, migrations_failed;
+  qm_totals gone_eps; /* counts of endpoints already closed */
+  uint64_t gone_dropped;
   qm_tls_ctx *tls;
   gnutls_session_t tls_sess;
   ngtcp2_conn *conn;
@@ -180,6 +203,26 @@ void qm_sess_idle_cb(struct ev_loop *loop, ev_timer *w, int revents);
 size_t qm_sess_probe_timeouts(const qm_session *s, const ngtcp2_conn_info *cs,
                               ngtcp2_tstamp now);
 void qm_sess_streams_changed(qm_session *s, size_t before);
+
+/* session_path.c: the client's endpoints and migration. */
+/* The client endpoint bound to local, or NULL. */
+qm_endpoint *qm_sess_client_ep_for(qm_session *s, const ngtcp2_addr *local);
+/* After a write: act on a send error saying the local path is gone. */
+void qm_sess_check_path_error(qm_session *s);
+/* Try to move to a new UDP socket (reason QM_MIG_*), to port (0 = the
+ * current one). 0 when a validation started. */
+int qm_sess_migrate(qm_session *s, int reason, uint16_t port);
+/* ngtcp2's path_validation callback (client). */
+void qm_sess_path_validated(qm_session *s, const ngtcp2_path *path,
+                            int success);
+/* Open the first endpoint (client_new) and close them all (free). */
+int qm_sess_eps_open(qm_session *s, const struct sockaddr *peer,
+                     socklen_t peerlen, char *err, size_t errlen);
+void qm_sess_eps_close(qm_session *s);
+/* Dropped datagrams and totals of every endpoint the session had. */
+uint64_t qm_sess_eps_dropped(const qm_session *s);
+void qm_sess_eps_totals(const qm_session *s, qm_totals *t);
+void qm_sess_hop_start(qm_session *s);
 
 /* session_dgram.c: flows, the datagram queue, reassembly. */
 qm_dq *qm_sess_dq_pop(qm_session *s);

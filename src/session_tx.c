@@ -378,6 +378,8 @@ void qm_sess_write(qm_session *s) {
   if (paced)
     ngtcp2_conn_update_pkt_tx_time(s->conn, ts);
   arm_timer(s);
+  /* last: a migration calls into ngtcp2 with a later timestamp than ts */
+  qm_sess_check_path_error(s);
 }
 
 void qm_session_writable(qm_session *s) {

@@ -72,6 +72,7 @@ struct qm_stream {
   /* dialer: where this stream may go, and which address it is on */
   qm_addrlist *addrs;
   unsigned addr_idx;
+  uint16_t port_hi;         /* > the addresses' port: a server port range */
   unsigned addr_tries;      /* handshakes that failed under it */
   struct qm_stream *dnext;  /* dialer's list of streams to fail */
   struct qm_dialer *dialer; /* set while the name is being resolved */

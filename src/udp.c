@@ -74,7 +74,7 @@ int qm_udp_recv(int fd, struct mmsghdr *msgs, unsigned n) {
   return r;
 }
 
-int qm_udp_send(int fd, struct mmsghdr *msgs, unsigned n) {
+int qm_udp_send(int fd, struct mmsghdr *msgs, unsigned n, int *path_err) {
   int r;
   do {
     r = sendmmsg(fd, msgs, n, 0);
@@ -82,9 +82,15 @@ int qm_udp_send(int fd, struct mmsghdr *msgs, unsigned n) {
   if (r < 0) {
     if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)
       return 0;
-    /* A refused/unreachable peer: the datagram is gone, as on the wire. */
-    if (errno == ECONNREFUSED || errno == EHOSTUNREACH ||
-        errno == ENETUNREACH || errno == EMSGSIZE)
+    /* The local network lost its route or the socket's source address
+     * (a client that changed networks): gone, and worth telling. */
+    if (errno == ENETUNREACH || errno == EHOSTUNREACH ||
+        errno == EADDRNOTAVAIL || errno == ENETDOWN) {
+      *path_err = errno;
+      return 1;
+    }
+    /* A refused peer or too large: the datagram is gone, as on the wire. */
+    if (errno == ECONNREFUSED || errno == EMSGSIZE)
       return 1;
     return QM_EIO;
   }

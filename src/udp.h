@@ -23,7 +23,10 @@ int qm_udp_open(int family, const struct sockaddr *bind_addr,
  * a connected socket got ICMP port unreachable, or QM_EIO. */
 int qm_udp_recv(int fd, struct mmsghdr *msgs, unsigned n);
 /* sendmmsg wrapper: returns datagrams sent (may be fewer than n; 0 when the
- * socket is full), or QM_EIO on a hard error. */
-int qm_udp_send(int fd, struct mmsghdr *msgs, unsigned n);
+ * socket is full), or QM_EIO on a hard error. A datagram the local network
+ * cannot carry (no route, source address gone) counts as sent, as a loss
+ * on the wire would, and *path_err gets the errno (else it is left alone):
+ * the socket's path is gone, a new socket may find another. */
+int qm_udp_send(int fd, struct mmsghdr *msgs, unsigned n, int *path_err);
 
 #endif

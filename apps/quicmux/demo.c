@@ -248,8 +248,8 @@ int app_demo(struct ev_loop *loop, const qm_settings *s, int conns, int mib) {
   inet_ntop(AF_INET, &((struct sockaddr_in *)&srv_addr)->sin_addr, host,
             sizeof(host));
   if (tunnel_client_new(&cli, loop, (struct sockaddr *)&any, any_len, host,
-                        ntohs(((struct sockaddr_in *)&srv_addr)->sin_port), s,
-                        err, sizeof(err)) != 0 ||
+                        ntohs(((struct sockaddr_in *)&srv_addr)->sin_port), 0,
+                        s, err, sizeof(err)) != 0 ||
       tunnel_local_addr(cli, &cli_addr, &cli_len) != 0) {
     fprintf(stderr, "quicmux demo: %s\n", err);
     return 1;

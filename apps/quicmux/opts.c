@@ -28,7 +28,9 @@ const opt_def opt_table[] = {
    "HOST:PORT", "QUIC server to carry connections to; repeat it (config: a "
    "list) for several, up to 32: every address of a name is one server, new "
    "connections go to the one with the fewest, one whose handshakes fail is "
-   "skipped for 1 s, doubling to 30 s"},
+   "skipped for 1 s, doubling to 30 s. HOST:PORT1-PORT2 (a single server): "
+   "a quicmux server listening on that port range, each session hopping "
+   "between its ports (see --hop-interval)"},
   {OPT_TARGET, "target", NULL, NULL, "target", T_ADDR, 0, 0, MODE_SERVER,
    "HOST:PORT", "TCP address each stream is connected to"},
   {OPT_TAG, "tag", NULL, NULL, "tag", T_STR, 0, 0, CS, "NAME",
@@ -135,6 +137,12 @@ const opt_def opt_table[] = {
    100000, CS, "N",
    "keep at most N qlog files in DIR: each new session deletes the oldest "
    "beyond it (default 100; a file stops at 64 MiB)"},
+  {OPT_HOP_INTERVAL, "hop-interval", "hopInterval", "hopInterval",
+   "hopInterval", T_NUM, 0, 86400, MODE_CLIENT | MODE_PLUGIN, "SEC",
+   "with a server port range: each session moves to another port of it "
+   "every SEC seconds (+-30 % jitter), on a new UDP socket, after checking "
+   "that the port answers; 0 = stay on one port (default 30). Needs quicmux "
+   "on both ends"},
   {OPT_HIDE_INITIAL, "hide-initial", "hideInitial", "hideInitial",
    "hideInitial", T_SWITCH, 0, 0, MODE_CLIENT | MODE_PLUGIN, NULL,
    "with --security none: keep the SNI out of the first packets an observer "
@@ -231,8 +239,9 @@ const opt_def opt_table[] = {
   {OPT_P_PORTS, NULL, "ports", "ports", NULL, T_STR, 0, 0, MODE_PLUGIN,
    "P1-P2", "server: accept on every UDP port from P1 to P2 (at most 1024), "
    "which must include the server port (SS_REMOTE_PORT), for port-hopping "
-   "quicmux clients; quicmux's own, not ss-v2ray-plugin's (default: the "
-   "server port alone)"},
+   "quicmux clients; client: the server's range (holding SS_REMOTE_PORT), "
+   "each session hopping between its ports every hopInterval; quicmux's "
+   "own, not ss-v2ray-plugin's (default: the server port alone)"},
 };
 /* clang-format on */
 const size_t opt_count = sizeof(opt_table) / sizeof(opt_table[0]);
@@ -521,6 +530,9 @@ int tunnel_cfg_set(tunnel_cfg *c, const opt_def *o, const char *where,
   case OPT_QLOG_MAX_FILES:
     c->s.qlog_max_files = (uint32_t)n;
     break;
+  case OPT_HOP_INTERVAL:
+    c->s.hop_interval_ms = 1000ull * (uint64_t)n;
+    break;
   case OPT_HIDE_INITIAL:
     c->s.hide_initial = 1;
     break;
@@ -643,25 +655,6 @@ static int check_addr(tunnel_cfg *c, opt_id id, const char *v, char *host,
   return 0;
 }
 
-/* Client: every --server (the first one gives remote_host/remote_port);
- * a message names the entry that is wrong ("tunnels[0].server[2]"). */
-static int check_servers(tunnel_cfg *c, char *err, size_t errlen) {
-  const char **w = &c->where[OPT_SERVER - OPT__FIRST], *last = *w;
-  size_t i, n = c->nservers ? c->nservers : 1;
-  int rv = 0;
-  for (i = 0; i < n && rv == 0; i++) {
-    char host[256];
-    uint16_t port;
-    if (i < c->nservers && c->server_where[i])
-      *w = c->server_where[i];
-    rv = check_addr(c, OPT_SERVER, i ? c->servers[i] : c->remote,
-                    i ? host : c->remote_host, i ? &port : &c->remote_port, 0,
-                    0, NULL, NULL, err, errlen);
-  }
-  *w = last;
-  return rv;
-}
-
 int opt_port_range(const char *name, const char *v, char *base, size_t baselen,
                    unsigned *count, char *err, size_t errlen) {
   const char *colon = strrchr(v, ':'), *dash;
@@ -707,6 +700,25 @@ int opt_port_range(const char *name, const char *v, char *base, size_t baselen,
   return 0;
 }
 
+/* Client: every --server (the first one gives remote_host/remote_port);
+ * a message names the entry that is wrong ("tunnels[0].server[2]"). */
+static int check_servers(tunnel_cfg *c, char *err, size_t errlen) {
+  const char **w = &c->where[OPT_SERVER - OPT__FIRST], *last = *w;
+  size_t i, n = c->nservers ? c->nservers : 1;
+  int rv = 0;
+  for (i = 0; i < n && rv == 0; i++) {
+    char host[256];
+    uint16_t port;
+    if (i < c->nservers && c->server_where[i])
+      *w = c->server_where[i];
+    rv = check_addr(c, OPT_SERVER, i ? c->servers[i] : c->remote,
+                    i ? host : c->remote_host, i ? &port : &c->remote_port, 0,
+                    0, NULL, NULL, err, errlen);
+  }
+  *w = last;
+  return rv;
+}
+
 /* qlog: an existing directory this process may write in. */
 static int check_qlog_dir(const tunnel_cfg *c, char *err, size_t errlen) {
   char nb[160];
@@ -731,6 +743,35 @@ int app_metrics_check(app_metrics *m, const char *name, const char *public_name,
     return 0;
   return metrics_parse_addr(m->listen, m->public_ok, name, public_name,
                             &m->addr, &m->addrlen, err, errlen);
+}
+
+/* A client's "HOST:PORT1-PORT2": *v becomes "HOST:PORT1" (owned by c) and
+ * *hi PORT2; a plain HOST:PORT leaves both alone (*hi = 0). */
+static int split_port_range(tunnel_cfg *c, opt_id id, const char **v,
+                            uint16_t *hi, char *err, size_t errlen) {
+  const char *colon, *dash;
+  char nb[160], *end, *head;
+  unsigned long p;
+  *hi = 0;
+  if (!*v || !(colon = strrchr(*v, ':')) || !(dash = strchr(colon, '-')))
+    return 0;
+  errno = 0;
+  p = strtoul(dash + 1, &end, 10);
+  if (!dash[1] || *end || errno || p < 1 || p > 65535) {
+    snprintf(err, errlen,
+             "%s '%s': want HOST:PORT or HOST:PORT1-PORT2 (ports 1-65535)",
+             tunnel_cfg_name(c, id, nb, sizeof(nb)), *v);
+    return -1;
+  }
+  head = strndup(*v, (size_t)(dash - *v));
+  *v = head ? tunnel_cfg_strdup(c, head) : NULL;
+  free(head);
+  if (!*v) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  *hi = (uint16_t)p;
+  return 0;
 }
 
 int tunnel_cfg_check(tunnel_cfg *c, char *err, size_t errlen) {
@@ -764,8 +805,30 @@ int tunnel_cfg_check(tunnel_cfg *c, char *err, size_t errlen) {
                  &c->listen_addr, &c->listen_len, err, errlen) != 0)
     return -1;
   if (c->role == MODE_CLIENT) {
-    if (check_servers(c, err, errlen) != 0)
+    const char *server = c->remote, *whole = c->remote;
+    int rv;
+    if (split_port_range(c, OPT_SERVER, &server, &c->remote_port_hi, err,
+                         errlen) != 0)
       return -1;
+    if (c->remote_port_hi && c->nservers > 1) {
+      snprintf(err, errlen,
+               "%s '%s': a port range is for a single server (hopping "
+               "between its ports), not with several",
+               tunnel_cfg_name(c, OPT_SERVER, nb, sizeof(nb)), c->remote);
+      return -1;
+    }
+    c->remote = server; /* "HOST:PORT1" for the checks */
+    rv = check_servers(c, err, errlen);
+    c->remote = whole;
+    if (rv != 0)
+      return -1;
+    if (c->remote_port_hi && c->remote_port_hi <= c->remote_port) {
+      snprintf(err, errlen,
+               "%s '%s': a port range goes up (PORT1-PORT2 with PORT1 < "
+               "PORT2)",
+               tunnel_cfg_name(c, OPT_SERVER, nb, sizeof(nb)), c->remote);
+      return -1;
+    }
     if (c->s.ca_file) {
       if (check_readable(c, OPT_CA, c->s.ca_file, err, errlen) != 0)
         return -1;

@@ -61,6 +61,7 @@ typedef enum {
   OPT_METRICS_PUBLIC,
   OPT_QLOG_DIR,
   OPT_QLOG_MAX_FILES,
+  OPT_HOP_INTERVAL,
   OPT_HIDE_INITIAL,
   OPT_UDP,
   OPT_UDP_IDLE,
@@ -148,8 +149,8 @@ typedef struct tunnel_cfg {
   const char *prefix; /* JSON: "tunnels[1]" */
   const char *tag;
   const char *listen; /* HOST:PORT; server: also HOST:PORT1-PORT2 */
-  const char *remote; /* client: the (first) QUIC server; server: the TCP
-                         target */
+  const char *remote; /* client: the (first) QUIC server, HOST:PORT or
+                         HOST:PORT1-PORT2; server: the TCP target */
   const char *servers[TUNNEL_MAX_SERVERS];      /* client: every --server */
   const char *server_where[TUNNEL_MAX_SERVERS]; /* for messages about one */
   size_t nservers;
@@ -167,6 +168,7 @@ typedef struct tunnel_cfg {
   char listen_host[256], remote_host[256];
   uint16_t listen_port, remote_port; /* listen: the first of a range */
   unsigned listen_ports;             /* server: ports in the range (1) */
+  uint16_t remote_port_hi; /* client: --server HOST:P1-P2 gives P2, else 0 */
   struct sockaddr_storage listen_addr, remote_addr;
   socklen_t listen_len, remote_len;
   /* where each option came from, for messages (NULL = default name) */

@@ -30,6 +30,7 @@ typedef struct plugin_opts {
   int server, check;
   pval mode, host, cert, cert_raw, key, loglevel, fwmark, log_file;
   pval metrics, metrics_public, hide_initial, zero_rtt, zero_rtt_file;
+  pval hop_interval;
   pval local_addr, local_port, remote_addr, remote_port;
   pval ports; /* server: P1-P2 */
 } plugin_opts;
@@ -99,6 +100,9 @@ static int apply(plugin_opts *po, const opt_def *o, const char *value,
     break;
   case OPT_METRICS_PUBLIC:
     p = &po->metrics_public;
+    break;
+  case OPT_HOP_INTERVAL:
+    p = &po->hop_interval;
     break;
   case OPT_HIDE_INITIAL:
     p = &po->hide_initial;
@@ -235,7 +239,8 @@ static int parse_env(plugin_opts *po, sip003_opts *so_out) {
           "SS_PLUGIN_OPTIONS: unknown key '%s' (known: server, mode, host, "
           "tls, cert, certRaw, key, loglevel, fwmark, metrics, "
           "metricsPublic, hideInitial, 0rtt, 0rttFile, path, mux, fastOpen, "
-          "__android_vpn, localAddr, localPort, remoteAddr, remotePort, ports)",
+          "__android_vpn, localAddr, localPort, remoteAddr, remotePort, ports, "
+          "hopInterval, stateDir)",
           so.v[i].key);
       return -1;
     }
@@ -356,16 +361,14 @@ static int port_ok(const pval *p) {
 
 /* ports=P1-P2 (server): the listen port becomes that range, which must
  * hold the server port ss-server's clients are given (SS_REMOTE_PORT). The
- * range is checked in full with the listen address (opt_port_range). */
+ * range is checked in full with the listen address (opt_port_range).
+ * Client: the server's port range, holding SS_REMOTE_PORT; each session
+ * hops between its ports (hopInterval). */
 static int ports_ok(const plugin_opts *po, char *range, size_t len) {
-  unsigned long p1, p2, port = strtoul(po->local_port.v, NULL, 10);
+  const pval *sp = po->server ? &po->local_port : &po->remote_port;
+  unsigned long p1, p2, port = strtoul(sp->v, NULL, 10);
   char *end;
   const char *v = po->ports.v;
-  if (!po->server) {
-    perr("%s: only for the server end (the plugin of ss-server)",
-         po->ports.where);
-    return 0;
-  }
   p1 = strtoul(v, &end, 10);
   if (end == v || *end != '-' || !end[1]) {
     perr("%s '%s': want P1-P2, e.g. 20000-20099", po->ports.where, v);
@@ -378,7 +381,7 @@ static int ports_ok(const plugin_opts *po, char *range, size_t len) {
   }
   if (port < p1 || port > p2) {
     perr("%s '%s': does not include the server port %lu (%s)", po->ports.where,
-         v, port, po->local_port.where);
+         v, port, sp->where);
     return 0;
   }
   snprintf(range, len, "%lu-%lu", p1, p2);
@@ -418,6 +421,8 @@ static int build(plugin_opts *po, tunnel_cfg **out, size_t *nout) {
   }
   if (!port_ok(&po->local_port) || !port_ok(&po->remote_port))
     return -1;
+  if (po->ports.v && !ports_ok(po, range, sizeof(range)))
+    return -1;
   if (po->hide_initial.v) {
     const char *v = po->hide_initial.v;
     if (!strcmp(v, "1") || !strcasecmp(v, "true"))
@@ -427,8 +432,6 @@ static int build(plugin_opts *po, tunnel_cfg **out, size_t *nout) {
       return -1;
     }
   }
-  if (po->ports.v && !ports_ok(po, range, sizeof(range)))
-    return -1;
   if (!cert && po->cert_raw.v && *po->cert_raw.v) {
     cert = cert_raw_file(po->cert_raw.v, err, sizeof(err));
     cert_where = po->cert_raw.where;
@@ -493,11 +496,14 @@ static int build(plugin_opts *po, tunnel_cfg **out, size_t *nout) {
     c = &cfgs[n++];
     tunnel_cfg_init(c, po->server ? MODE_SERVER : MODE_CLIENT, STYLE_PLUGIN,
                     NULL);
-    hostport(lbuf, sizeof(lbuf), tok, po->ports.v ? range : po->local_port.v);
-    hostport(rbuf, sizeof(rbuf), po->remote_addr.v, po->remote_port.v);
+    hostport(lbuf, sizeof(lbuf), tok,
+             po->ports.v && po->server ? range : po->local_port.v);
+    hostport(rbuf, sizeof(rbuf), po->remote_addr.v,
+             po->ports.v && !po->server ? range : po->remote_port.v);
     c->listen = tunnel_cfg_strdup(c, lbuf);
     c->remote = tunnel_cfg_strdup(c, rbuf);
-    if (!po->server && add_servers(c, po->remote_addr.v, po->remote_port.v,
+    if (!po->server && add_servers(c, po->remote_addr.v,
+                                   po->ports.v ? range : po->remote_port.v,
                                    rbuf, sizeof(rbuf)) != 0) {
       perr("%s '%s': more than %d servers", po->remote_addr.where,
            po->remote_addr.v, TUNNEL_MAX_SERVERS);
@@ -507,12 +513,15 @@ static int build(plugin_opts *po, tunnel_cfg **out, size_t *nout) {
       return -1;
     }
     c->where[OPT_LISTEN - OPT__FIRST] = tunnel_cfg_strdup(
-        c, po->ports.v  ? "SS_REMOTE_HOST with plugin option 'ports' (listen)"
+        c, po->ports.v && po->server
+               ? "SS_REMOTE_HOST with plugin option 'ports' (listen)"
            : po->server ? "SS_REMOTE_HOST/SS_REMOTE_PORT (listen)"
                         : "SS_LOCAL_HOST/SS_LOCAL_PORT (listen)");
     c->where[(po->server ? OPT_TARGET : OPT_SERVER) - OPT__FIRST] =
         tunnel_cfg_strdup(c, po->server ? "SS_LOCAL_HOST/SS_LOCAL_PORT"
-                                        : "SS_REMOTE_HOST/SS_REMOTE_PORT");
+                             : po->ports.v
+                                 ? "SS_REMOTE_HOST with plugin option 'ports'"
+                                 : "SS_REMOTE_HOST/SS_REMOTE_PORT");
     c->tag =
         tunnel_cfg_strdup(c, po->server ? "plugin-server" : "plugin-client");
     /* ss-v2ray-plugin's quic mode: no wrapping, TLS on, verified. */
@@ -547,7 +556,10 @@ static int build(plugin_opts *po, tunnel_cfg **out, size_t *nout) {
     } else if (cert) {
       c->s.ca_file = tunnel_cfg_strdup(c, cert);
     }
-    if (tunnel_cfg_check(c, err, sizeof(err)) != 0) {
+    if ((po->hop_interval.v && !po->server &&
+         tunnel_cfg_set(c, opt_by_id(OPT_HOP_INTERVAL), po->hop_interval.where,
+                        po->hop_interval.v, err, sizeof(err)) != 0) ||
+        tunnel_cfg_check(c, err, sizeof(err)) != 0) {
       perr("%s", err);
       free(addrs);
       *out = cfgs;

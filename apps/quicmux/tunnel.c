@@ -25,8 +25,8 @@ struct tunnel {
   ev_io accept_w;
   qm_dialer *dialer;
   char *server_host;
-  uint16_t server_port;
-  int server_set; /* dial the dialer's server set */
+  uint16_t server_port, server_port_hi; /* hi: a port range, else 0 */
+  int server_set;                       /* dial the dialer's server set */
   /* server side */
   qm_listener *listener;
   struct sockaddr_storage target;
@@ -265,8 +265,12 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents) {
       close(fd);
       continue;
     }
-    rv = qm_dial(t->dialer, t->server_set ? NULL : t->server_host,
-                 t->server_port, &splice_cbs, sp, &sp->st);
+    if (t->server_set)
+      rv = qm_dial(t->dialer, NULL, t->server_port, &splice_cbs, sp, &sp->st);
+    else
+      rv = qm_dial_range(t->dialer, t->server_host, t->server_port,
+                         t->server_port_hi ? t->server_port_hi : t->server_port,
+                         &splice_cbs, sp, &sp->st);
     if (rv != 0) {
       app_logm(QM_LOG_INFO, "tunnel", "%s: conn %llu: dial %s port %u: %s",
                tag_of(t), (unsigned long long)sp->id, t->server_host,
@@ -307,7 +311,8 @@ static int tcp_listen(const struct sockaddr *addr, socklen_t len, int shared,
 int tunnel_client_new(tunnel **out, struct ev_loop *loop,
                       const struct sockaddr *listen_addr, socklen_t listenlen,
                       const char *server_host, uint16_t server_port,
-                      const qm_settings *s, char *err, size_t errlen) {
+                      uint16_t server_port_hi, const qm_settings *s, char *err,
+                      size_t errlen) {
   tunnel *t = calloc(1, sizeof(*t));
   int rv;
   if (!t)
@@ -316,6 +321,7 @@ int tunnel_client_new(tunnel **out, struct ev_loop *loop,
   t->lfd = -1;
   t->server_host = strdup(server_host);
   t->server_port = server_port;
+  t->server_port_hi = server_port_hi;
   if (!t->server_host) {
     tunnel_free(t);
     return QM_ENOMEM;
@@ -688,7 +694,8 @@ static void sess_line(const qm_session_info *in, void *ud) {
   snprintf(buf, sizeof(buf),
            "%s: session %llu %s%s peer %s local port %u: %zu streams "
            "(%zu queued), rtt %.2f ms (min %.2f), cwnd %llu, in flight %llu, "
-           "pto %zu, datagrams %llu in / %llu out / %llu bad",
+           "pto %zu, datagrams %llu in / %llu out / %llu bad, "
+           "migrations=%llu hops=%llu",
            tag_of(a->t), (unsigned long long)in->id, in->state,
            in->suspect ? " (no answer)" : "", in->peer, in->local_port,
            in->streams, in->streams_pending,
@@ -697,7 +704,8 @@ static void sess_line(const qm_session_info *in, void *ud) {
            (unsigned long long)in->bytes_in_flight, in->pto_count,
            (unsigned long long)in->datagrams_rx,
            (unsigned long long)in->datagrams_tx,
-           (unsigned long long)in->datagrams_dropped);
+           (unsigned long long)in->datagrams_dropped,
+           (unsigned long long)in->migrations, (unsigned long long)in->hops);
   a->line(buf, a->ud);
 }
 

@@ -30,7 +30,8 @@ typedef struct tunnel_stats {
 int tunnel_client_new(tunnel **out, struct ev_loop *loop,
                       const struct sockaddr *listen_addr, socklen_t listenlen,
                       const char *server_host, uint16_t server_port,
-                      const qm_settings *s, char *err, size_t errlen);
+                      uint16_t server_port_hi, const qm_settings *s, char *err,
+                      size_t errlen);
 /* Client: carry connections to several servers ("HOST:PORT" each) instead
  * of server_host:server_port (qm_dialer_set_servers). */
 int tunnel_client_set_servers(tunnel *t, const char *const *servers, size_t n);

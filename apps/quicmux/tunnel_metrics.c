@@ -23,6 +23,7 @@ typedef struct snap {
   qm_early_totals early;
   size_t streams;
   uint64_t refused, unroutable, bad_tokens, retries, resets;
+  uint64_t migrations, hops; /* client */
   uint64_t states[ST__COUNT];
   qm_session_info *sess;
   size_t nsess;
@@ -70,6 +71,8 @@ static void take(snap *s, const tunnel *t) {
     s->tot = ds.totals;
     s->early = ds.early;
     s->streams = ds.streams;
+    s->migrations = ds.migrations;
+    s->hops = ds.hops;
     s->srv = calloc(TUNNEL_METRICS_MAX_SERVERS, sizeof(*s->srv));
     qm_dialer_foreach_server(tunnel_dialer(t), take_server, s);
   }
@@ -266,6 +269,12 @@ static uint64_t v_retries(const snap *s) {
 }
 static uint64_t v_resets(const snap *s) {
   return s->resets;
+}
+static uint64_t v_migrations(const snap *s) {
+  return s->migrations;
+}
+static uint64_t v_hops(const snap *s) {
+  return s->hops;
 }
 
 /* Per tunnel, one sample for each value of one more label. */
@@ -561,6 +570,14 @@ int tunnel_metrics_text(tunnel *const *t, size_t n, const metrics_counts *mc,
   per_tunnel(&b, v, n, "quicmux_early_data_bytes_total", "counter",
              "stream bytes in 0-RTT packets: client sent, server received",
              v_early_bytes, 0);
+  per_tunnel(&b, v, n, "quicmux_migrations_total", "counter",
+             "client: sessions moved to a new UDP socket (network change, "
+             "dead path, port hop)",
+             v_migrations, 0);
+  per_tunnel(&b, v, n, "quicmux_hops_total", "counter",
+             "client: of the migrations, hops to another port of the "
+             "server's range",
+             v_hops, 0);
 
   per_tunnel(&b, v, n, "quicmux_udp_flows_total", "counter",
              "UDP flows (--udp) opened: local peers (client) or flows "

@@ -203,8 +203,8 @@ int workers_new(workers **out, struct ev_loop *loop, tunnel_cfg *c,
     ws.worker_id = g->server && n > 1 ? i : 0;
     if (c->role == MODE_CLIENT) {
       rv = tunnel_client_new(&w->t, w->loop, (struct sockaddr *)&addr,
-                             c->listen_len, c->remote_host, c->remote_port, &ws,
-                             err, errlen);
+                             c->listen_len, c->remote_host, c->remote_port,
+                             c->remote_port_hi, &ws, err, errlen);
       /* several servers: the dialer's set (one stays a plain qm_dial) */
       if (rv == 0 && c->nservers > 1 &&
           (rv = tunnel_client_set_servers(w->t, c->servers, c->nservers)) !=

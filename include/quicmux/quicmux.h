@@ -220,6 +220,13 @@ typedef struct qm_settings {
    * missing file is ignored with a log line). NULL = in memory only.
    * Copied by qm_dialer_new. */
   const char *zero_rtt_file;
+  /* client, port hopping (qm_dial_range; needs quicmux on both ends): a
+   * session moves to another port of the server's range, on a fresh UDP
+   * socket, every hop_interval_ms ± 30 % (random jitter); the new path is
+   * validated before it is used and the old socket stays open a moment
+   * for what is in flight, so no byte is lost or sent twice. 0 = stay on
+   * one port (default 30000). */
+  uint64_t hop_interval_ms;
 } qm_settings;
 
 #define QM_MAX_WORKERS 64
@@ -292,6 +299,16 @@ int qm_dialer_new(qm_dialer **out, struct ev_loop *loop, const qm_settings *s);
  * cbs->on_close with an error. Bytes written before that are buffered. */
 int qm_dial(qm_dialer *d, const char *host, uint16_t port,
             const qm_stream_cbs *cbs, void *ud, qm_stream **out);
+/* As qm_dial, to a server that listens on every port from port_lo to
+ * port_hi (a quicmux server with a port range): each session starts on a
+ * random port of the range and hops to another one every
+ * settings.hop_interval_ms (port hopping: some networks throttle or cut a
+ * UDP flow that stays on one port). port_lo == port_hi is qm_dial. A v2ray
+ * server cannot take this: it listens on one port and refuses migration.
+ * QM_EINVAL when port_lo > port_hi. */
+int qm_dial_range(qm_dialer *d, const char *host, uint16_t port_lo,
+                  uint16_t port_hi, const qm_stream_cbs *cbs, void *ud,
+                  qm_stream **out);
 /* Close every session; streams get on_close(QM_ECLOSED). */
 void qm_dialer_free(qm_dialer *d);
 
@@ -393,6 +410,9 @@ typedef struct qm_dialer_stats {
   uint64_t dropped_datagrams; /* failed to unwrap */
   qm_totals totals;           /* SONAME 1 on */
   qm_early_totals early;
+  /* sessions moved to a new UDP socket (network change, dead path, port
+   * hop), and of those the port hops; sessions already gone included */
+  uint64_t migrations, hops;
 } qm_dialer_stats;
 void qm_dialer_get_stats(const qm_dialer *d, qm_dialer_stats *st);
 
@@ -409,6 +429,9 @@ typedef struct qm_session_info {
   uint64_t cwnd, bytes_in_flight;
   size_t pto_count;
   uint64_t datagrams_rx, datagrams_tx, datagrams_dropped;
+  /* client: moves to a new UDP socket so far (all causes), and of those the
+   * hops to another server port; peer names the current port */
+  uint64_t migrations, hops;
 } qm_session_info;
 
 /* Call fn for every session of the dialer / listener, in pool order. */
