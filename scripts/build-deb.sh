@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the Debian packages (quicmux, libquicmux1, libquicmux-dev) and check
+# Build the Debian packages (quicmux, libquicmux2, libquicmux-dev) and check
 # them with lintian.
 #   scripts/build-deb.sh [OUTDIR]     default OUTDIR: build-deb/ in the source tree
 # Installs what is missing first (scripts/deps.sh --deb, then the rest of

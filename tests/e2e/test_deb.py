@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The Debian packages: build, install, use, purge.
 
-Builds quicmux, libquicmux1 and libquicmux-dev with scripts/build-deb.sh (which
+Builds quicmux, libquicmux2 and libquicmux-dev with scripts/build-deb.sh (which
 also runs lintian and fails on lintian errors) into a temporary directory, or
 takes already-built .deb files from $QMTEST_DEB_DIR. Checks what each package
 holds, installs the three with `apt-get install ./*.deb`, runs the installed
@@ -46,7 +46,7 @@ sys.path.insert(0, HERE)
 from test_library import Fail, Skip, check, run, must, echo_run, have_ipv6, needed, stop_all, run_cases  # noqa: E402
 
 SKIP_EXIT = 77
-PACKAGES = ["quicmux", "libquicmux1", "libquicmux-dev"]
+PACKAGES = ["quicmux", "libquicmux2", "libquicmux-dev"]
 CFLAGS = "-std=c11 -Wall -Wextra -Wpedantic -Werror"
 APT_ENV = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
 APT_OPTS = ["-y", "-q", "--no-install-recommends", "-o", "DPkg::Lock::Timeout=120"]
@@ -197,7 +197,7 @@ def case_contents():
                     "/usr/share/doc/quicmux/examples/client-aes-srtp.json",
                     "/usr/share/doc/quicmux/examples/server-tls.json",
                     "/usr/share/doc/quicmux/examples/tls/cert.pem"],
-        "libquicmux1": ["/usr/lib/%s/libquicmux.so.1" % ma],
+        "libquicmux2": ["/usr/lib/%s/libquicmux.so.2" % ma],
         "libquicmux-dev": ["/usr/include/quicmux/quicmux.h", "/usr/lib/%s/libquicmux.so" % ma,
                            "/usr/lib/%s/libquicmux.a" % ma, "/usr/lib/%s/pkgconfig/quicmux.pc" % ma,
                            "/usr/share/doc/libquicmux-dev/examples/echo_server.c",
@@ -210,9 +210,9 @@ def case_contents():
     qm = deb_files(Ctx.debs["quicmux"])
     units = [f for f in qm if re.search(r"/systemd/system/quicmux@?\.service$", f)]
     check(len(units) == 2, "quicmux should ship quicmux.service and quicmux@.service, has %r" % units)
-    lib = deb_files(Ctx.debs["libquicmux1"])
-    check(any(re.search(r"/libquicmux\.so\.1\.\d+\.\d+$", f) for f in lib), "no libquicmux.so.1.X.Y in libquicmux1")
-    check(not any(f.endswith((".so", ".a", ".h")) for f in lib), "libquicmux1 holds development files")
+    lib = deb_files(Ctx.debs["libquicmux2"])
+    check(any(re.search(r"/libquicmux\.so\.2\.\d+\.\d+$", f) for f in lib), "no libquicmux.so.2.X.Y in libquicmux2")
+    check(not any(f.endswith((".so", ".a", ".h")) for f in lib), "libquicmux2 holds development files")
     # every file in exactly one package
     only = {p: deb_files(Ctx.debs[p], dirs=False) for p in PACKAGES}
     for i, a in enumerate(PACKAGES):
@@ -221,34 +221,34 @@ def case_contents():
             check(not both, "in both %s and %s: %s" % (a, b, ", ".join(sorted(both))))
     field = lambda p, k: must(["dpkg-deb", "-f", Ctx.debs[p], k], "dpkg-deb -f").strip()  # noqa: E731
     dev_dep = field("libquicmux-dev", "Depends")
-    check("libquicmux1 (= %s)" % Ctx.version in dev_dep, "libquicmux-dev Depends %r lacks libquicmux1 (= %s)" % (dev_dep, Ctx.version))
+    check("libquicmux2 (= %s)" % Ctx.version in dev_dep, "libquicmux-dev Depends %r lacks libquicmux2 (= %s)" % (dev_dep, Ctx.version))
     for p in ("libngtcp2-dev", "libngtcp2-crypto-gnutls-dev", "libgnutls28-dev", "nettle-dev", "libev-dev"):
         check(re.search(r"\b%s\b" % re.escape(p), dev_dep), "libquicmux-dev Depends %r lacks %s (quicmux.pc Requires.private)" % (dev_dep, p))
-    lib_dep = field("libquicmux1", "Depends")
-    check(re.search(r"libngtcp2-\d+ \(>= 1\.11", lib_dep), "libquicmux1 Depends %r: no libngtcp2 >= 1.11" % lib_dep)
-    check(field("libquicmux1", "Multi-Arch") == "same", "libquicmux1 is not Multi-Arch: same")
+    lib_dep = field("libquicmux2", "Depends")
+    check(re.search(r"libngtcp2-\d+ \(>= 1\.11", lib_dep), "libquicmux2 Depends %r: no libngtcp2 >= 1.11" % lib_dep)
+    check(field("libquicmux2", "Multi-Arch") == "same", "libquicmux2 is not Multi-Arch: same")
     # the symbols file: every exported symbol, with its version node
     ctl = os.path.join(Ctx.tmp, "ctl")
-    must(["dpkg-deb", "-e", Ctx.debs["libquicmux1"], ctl], "dpkg-deb -e")
+    must(["dpkg-deb", "-e", Ctx.debs["libquicmux2"], ctl], "dpkg-deb -e")
     with open(os.path.join(ctl, "symbols")) as f:
         syms = f.read()
-    # version nodes: QUICMUX_1 and the later ones (QUICMUX_1.1: UDP flows)
-    listed = set(re.findall(r"^ (\S+)@QUICMUX_1(?:\.\d+)* ", syms, re.M))
-    check(syms.startswith("libquicmux.so.1 libquicmux1 #MINVER#"), "odd symbols header: %r" % syms[:80])
+    # version nodes: QUICMUX_2 and the later ones (QUICMUX_2.1: none yet)
+    listed = set(re.findall(r"^ (\S+)@QUICMUX_2(?:\.\d+)* ", syms, re.M))
+    check(syms.startswith("libquicmux.so.2 libquicmux2 #MINVER#"), "odd symbols header: %r" % syms[:80])
     unversioned = [ln for ln in syms.splitlines() if ln.startswith(" ") and
-                   not re.match(r" \S+@QUICMUX_1(?:\.\d+)* ", ln)]
-    check(not unversioned, "symbols without a QUICMUX_1 node: %r" % unversioned)
+                   not re.match(r" \S+@QUICMUX_2(?:\.\d+)* ", ln)]
+    check(not unversioned, "symbols without a QUICMUX_2 node: %r" % unversioned)
     pkg = os.path.join(Ctx.tmp, "libpkg")
-    must(["dpkg-deb", "-x", Ctx.debs["libquicmux1"], pkg], "dpkg-deb -x")
-    so = os.path.realpath(os.path.join(pkg, "usr/lib/%s/libquicmux.so.1" % ma))
+    must(["dpkg-deb", "-x", Ctx.debs["libquicmux2"], pkg], "dpkg-deb -x")
+    so = os.path.realpath(os.path.join(pkg, "usr/lib/%s/libquicmux.so.2" % ma))
     out = must(["nm", "-D", "--defined-only", so], "nm -D")
-    exported = set(re.findall(r"^\S+ [A-Z] (\S+?)@@?QUICMUX_1(?:\.\d+)*$", out, re.M))
-    # the version nodes themselves (QUICMUX_1@QUICMUX_1 in the file)
-    exported |= set(re.findall(r"^\S+ A (QUICMUX_1(?:\.\d+)*)$", out, re.M))
+    exported = set(re.findall(r"^\S+ [A-Z] (\S+?)@@?QUICMUX_2(?:\.\d+)*$", out, re.M))
+    # the version nodes themselves (QUICMUX_2@QUICMUX_2 in the file)
+    exported |= set(re.findall(r"^\S+ A (QUICMUX_2(?:\.\d+)*)$", out, re.M))
     check(exported == listed, "symbols file and library differ: only exported %r, only listed %r" %
           (sorted(exported - listed), sorted(listed - exported)))
     check(len(listed) > 20, "only %d symbols listed" % len(listed))
-    note("symbols file: %d symbols (version nodes and functions), all @QUICMUX_1*" % len(listed))
+    note("symbols file: %d symbols (version nodes and functions), all @QUICMUX_2*" % len(listed))
 
 
 def case_install():
@@ -329,9 +329,9 @@ def case_examples_shared():
             check(a.read() == b.read(), "%s/%s differs from examples/c/%s" % (src, name, name))
     bins = compile_examples("shared", "$(pkg-config --cflags --libs quicmux) -lev")
     for b in bins.values():
-        check("libquicmux.so.1" in needed(b), "%s does not need libquicmux.so.1: %r" % (b, needed(b)))
+        check("libquicmux.so.2" in needed(b), "%s does not need libquicmux.so.2: %r" % (b, needed(b)))
         out = must(["ldd", b], "ldd")
-        m = re.search(r"libquicmux\.so\.1 => (\S+)", out)
+        m = re.search(r"libquicmux\.so\.2 => (\S+)", out)
         check(m and os.path.realpath(m.group(1)).startswith("/usr/lib/%s/" % Ctx.multiarch),
               "%s loads libquicmux from %s" % (b, m and m.group(1)))
     Ctx.bins["shared"] = bins
@@ -381,7 +381,7 @@ def case_purge():
     left = {p: s for p, s in left.items() if s != "not-installed"}
     check(not left, "still known to dpkg after purge: %r; apt said: %s" % (left, out.strip()[-800:]))
     gone = ["/usr/bin/quicmux", "/usr/share/man/man1/quicmux.1.gz", "/etc/quicmux", "/usr/include/quicmux",
-            "/usr/share/doc/quicmux", "/usr/share/doc/libquicmux1", "/usr/share/doc/libquicmux-dev",
+            "/usr/share/doc/quicmux", "/usr/share/doc/libquicmux2", "/usr/share/doc/libquicmux-dev",
             "/lib/systemd/system/quicmux.service", "/usr/lib/systemd/system/quicmux.service",
             "/lib/systemd/system/quicmux@.service", "/usr/lib/systemd/system/quicmux@.service"]
     gone += glob.glob("/usr/lib/%s/libquicmux*" % Ctx.multiarch)

@@ -6,7 +6,7 @@ TMP`), checks the installed files, compiles examples/c/*.c against the
 installed library with the pkg-config recipes from examples/c/README.md
 (shared, and static libquicmux), and runs echo_server + echo_client over
 127.0.0.1 and ::1. Checks that libquicmux.so exports exactly the functions
-declared in the installed public header(s), versioned QUICMUX_1.
+declared in the installed public header(s), versioned QUICMUX_2.
 
 The build directory is the directory of $QUICMUX_BIN (CTest sets it to the
 built program); default: build/ in the source tree. Standard library only;
@@ -33,12 +33,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 EXAMPLES = os.path.join(ROOT, "examples", "c")
 CFLAGS = "-std=c11 -Wall -Wextra -Wpedantic -Werror"
-SOVERSION = "1"
-VERSION_NODE = "QUICMUX_1"
+SOVERSION = "2"
+VERSION_NODE = "QUICMUX_2"
 
 
 def version_nodes():
-    """The version nodes of cmake/libquicmux.map (QUICMUX_1, QUICMUX_1.1, ...)."""
+    """The version nodes of cmake/libquicmux.map (QUICMUX_2, QUICMUX_2.1, ...)."""
     with open(os.path.join(ROOT, "cmake", "libquicmux.map")) as f:
         return set(re.findall(r"^(QUICMUX_[0-9.]+) \{", f.read(), re.M))
 
