@@ -184,3 +184,16 @@ int qm_split_hostport(const char *in, char *host, size_t hostlen,
   *port = (uint16_t)p;
   return 0;
 }
+
+void qm_addr_str(const struct sockaddr *sa, char *out, size_t outlen) {
+  char host[INET6_ADDRSTRLEN] = "?";
+  if (sa->sa_family == AF_INET) {
+    const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
+    inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
+    snprintf(out, outlen, "%s:%u", host, ntohs(a->sin_port));
+  } else {
+    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
+    inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
+    snprintf(out, outlen, "[%s]:%u", host, ntohs(a->sin6_port));
+  }
+}

@@ -55,6 +55,9 @@ void qm_random(void *buf, size_t len);
 /* Wipe memory that held a secret. */
 void qm_wipe(void *buf, size_t len);
 
+/* "IP:PORT" or "[IP6]:PORT" of an IPv4/IPv6 address, for logs and info. */
+void qm_addr_str(const struct sockaddr *sa, char *out, size_t outlen);
+
 /* The static spelling of a congestion control name (cubic if unknown). */
 const char *qm__cc_static(const char *name);
 

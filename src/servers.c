@@ -1,24 +1,11 @@
 /* The dialer's table of servers (servers.h). */
 #include "servers.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-void qm_servers_name(const struct sockaddr *addr, char *buf, size_t len) {
-  char ip[INET6_ADDRSTRLEN] = "?";
-  if (addr->sa_family == AF_INET) {
-    const struct sockaddr_in *a = (const struct sockaddr_in *)addr;
-    inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip));
-    snprintf(buf, len, "%s:%u", ip, ntohs(a->sin_port));
-  } else {
-    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)addr;
-    inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip));
-    snprintf(buf, len, "[%s]:%u", ip, ntohs(a->sin6_port));
-  }
-}
+#include "internal.h"
 
 qm_server_row *qm_servers_find(qm_servers *t, const char *key) {
   size_t i;
@@ -50,7 +37,7 @@ qm_server_row *qm_servers_get(qm_servers *t, const char *key,
   }
   memset(r, 0, sizeof(*r));
   snprintf(r->key, sizeof(r->key), "%s", key);
-  qm_servers_name(addr, r->name, sizeof(r->name));
+  qm_addr_str(addr, r->name, sizeof(r->name));
   return r;
 }
 

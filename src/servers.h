@@ -37,7 +37,4 @@ qm_server_row *qm_servers_get(qm_servers *t, const char *key,
                               const struct sockaddr *addr);
 void qm_servers_clear(qm_servers *t);
 
-/* "IP:PORT" of addr ("[V6]:PORT" for IPv6). */
-void qm_servers_name(const struct sockaddr *addr, char *buf, size_t len);
-
 #endif

@@ -492,20 +492,6 @@ int qm_session_server_new(qm_session **out, qm_io *io, qm_endpoint *ep,
   return 0;
 }
 
-/* "IP:PORT" or "[IP6]:PORT" */
-static void addr_str(const struct sockaddr *sa, char *out, size_t outlen) {
-  char host[INET6_ADDRSTRLEN] = "?";
-  if (sa->sa_family == AF_INET) {
-    const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
-    inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
-    snprintf(out, outlen, "%s:%u", host, ntohs(a->sin_port));
-  } else {
-    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
-    inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
-    snprintf(out, outlen, "[%s]:%u", host, ntohs(a->sin6_port));
-  }
-}
-
 qm_endpoint *qm_sess_ep_for(qm_session *s, const ngtcp2_addr *local) {
   qm_endpoint *ep = NULL;
   if (local->addrlen == s->ep->locallen &&
@@ -533,8 +519,8 @@ void qm_sess_sync_path(qm_session *s) {
       memcmp(p->remote.addr, &s->remote, s->remotelen) == 0 &&
       qm_sess_ep_for(s, &p->local) == s->ep)
     return;
-  addr_str((struct sockaddr *)&s->remote, was, sizeof(was));
-  addr_str(p->remote.addr, now, sizeof(now));
+  qm_addr_str((struct sockaddr *)&s->remote, was, sizeof(was));
+  qm_addr_str(p->remote.addr, now, sizeof(now));
   memcpy(&s->remote, p->remote.addr, p->remote.addrlen);
   s->remotelen = (socklen_t)p->remote.addrlen;
   if (s->server)
@@ -666,7 +652,7 @@ void qm_session_get_info(const qm_session *s, qm_session_info *in) {
   in->id = s->id;
   in->state = state_names[s->state];
   in->suspect = s->suspect;
-  addr_str((const struct sockaddr *)&s->remote, in->peer, sizeof(in->peer));
+  qm_addr_str((const struct sockaddr *)&s->remote, in->peer, sizeof(in->peer));
   if (s->ep->local.ss_family == AF_INET)
     in->local_port =
         ntohs(((const struct sockaddr_in *)&s->ep->local)->sin_port);
