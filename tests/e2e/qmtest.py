@@ -634,7 +634,12 @@ class SourceSinkServer(_ThreadedTarget):
 # --------------------------------------------------------------------------- transfer checker
 
 def seeded_bytes(seed, n):
-    return random.Random(seed).randbytes(n)
+    """n bytes from a seeded generator; in 64 MiB pieces, since randbytes takes at most
+    2**31 - 1 bits at once (256 MiB and more would overflow)."""
+    r, chunk = random.Random(seed), 64 * 1024 * 1024
+    if n <= chunk:
+        return r.randbytes(n)
+    return b"".join(r.randbytes(min(chunk, n - i)) for i in range(0, n, chunk))
 
 
 class ConnResult:
