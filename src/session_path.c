@@ -4,14 +4,18 @@
  * current endpoint). It moves to a fresh socket when the local network
  * changed (a send error: no route, source address gone), when the path
  * looks dead (session_health.c) and, towards a server port range, every hop
- * interval. ngtcp2 validates the new path first (PATH_CHALLENGE through the
- * new socket, ngtcp2_conn_initiate_migration); only when the PATH_RESPONSE
- * is back does everything go there, so a port that does not answer costs
- * nothing. The socket before stays open for three probe timeouts (0.5-3 s)
- * to read what is still in flight (ngtcp2 accepts packets on a retired path
- * for a while), then closes. A server that forbids migration
- * (disable_active_migration, as v2ray's quic-go does) is never asked: the
- * session falls back at once to what the pool does without migration. */
+ * interval. For a hop ngtcp2 validates the new path first (PATH_CHALLENGE
+ * through the new socket, ngtcp2_conn_initiate_migration); only when the
+ * PATH_RESPONSE is back does everything go there, so a port that does not
+ * answer costs nothing. After a network change or on a dead path the old
+ * path is of no use, so the session moves at once and validates on the way
+ * (ngtcp2_conn_initiate_immediate_migration: a validation held back behind
+ * a full congestion window would expire first). The socket before stays open
+ * for three probe timeouts (0.5-3 s) to read what is still in flight (ngtcp2
+ * accepts packets on a retired path for a while), then closes. A server that
+ * forbids migration (disable_active_migration, as v2ray's quic-go does) is
+ * never asked: the session falls back at once to what the pool does without
+ * migration. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <string.h>
