@@ -43,24 +43,11 @@ SEC, KEY = "aes-128-gcm", "hop-key"
 
 
 def port_run(n):
-    """n consecutive free UDP ports on 127.0.0.1 (bound for a moment to check)."""
-    for _ in range(50):
-        base = qm.free_udp_port()
-        if base + n > 65535:
-            continue
-        socks = []
-        try:
-            for p in range(base, base + n):
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise qm.Skip("no %d free UDP ports in a row" % n)
+    """n consecutive free UDP ports on 127.0.0.1 (qmtest.free_udp_range)."""
+    try:
+        return qm.free_udp_range(n)
+    except RuntimeError:
+        raise qm.Skip("no %d free UDP ports in a row" % n)
 
 
 def hopping_tunnel(c, interval, relayed):
